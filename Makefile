@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` (set up, run the main job) and `make test` (set up, pass the tests).
+# Both create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Tests never reach the network: the Hugging Face Hub is offline for them.
+TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup demo test test-all lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(TEST_ENV) $(PY) -m pytest -n 2
+
+test-all: setup
+	$(TEST_ENV) $(PY) -m pytest -n 2 -m ""
+
+lint: setup
+	$(PY) -m ruff check fer_mek scripts tests hub
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

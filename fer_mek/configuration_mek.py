@@ -1,0 +1,150 @@
+"""Configuration of MEK models.
+
+This file is copied flat next to saved weights for ``trust_remote_code=True`` loading: it may only import its
+siblings with single-dot relative imports, never ``fer_mek`` itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+from .labels import RAFDB_LABELS
+from .losses import balance_weight_values as _balance_weights_from_counts
+
+HEADS = ("linear", "conv_bn")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class MEKConfig(PreTrainedConfig):
+    r"""Configuration of a MEK facial-expression classifier over a timm backbone.
+
+    MEK: Zhang et al., "Leave No Stone Unturned: Mine Extra Knowledge for Imbalanced Facial Expression Recognition",
+    NeurIPS 2023.
+
+    Args:
+        backbone (`str`, defaults to `"resnet18"`):
+            Any timm model name (with or without a pretrained tag, e.g. `"resnet18.a1_in1k"`). The model's final
+            feature map, before pooling, gives the class attention maps. See `timm.list_models()` for names.
+        backbone_kwargs (`dict`, *optional*):
+            Extra keyword arguments for `timm.create_model` (e.g. `{"drop_path_rate": 0.1}`).
+        head (`str`, defaults to `"linear"`):
+            `"linear"`: spatially averaged features -> `Linear`, the maps use the head weight without gradient (the
+            MEK reference). `"conv_bn"`: `BatchNorm2d -> Dropout2d -> 1x1 Conv2d` producing the maps, logits = spatial
+            mean of the maps (the layout of the published MEK ResNet checkpoints).
+        dropout (`float`, defaults to 0.0):
+            Dropout before the classifier (`Dropout` for `"linear"`, `Dropout2d` for `"conv_bn"`).
+        image_size (`int`, defaults to 224):
+            Side of the square input image. Preprocessing resizes to it.
+        image_mean (`list[float]`, defaults to ImageNet's mean):
+            Per-channel mean used to normalise inputs (RGB order).
+        image_std (`list[float]`, defaults to ImageNet's std):
+            Per-channel standard deviation used to normalise inputs.
+        smoothing (`float`, defaults to 0.3):
+            Mass epsilon of the re-balanced smooth labels (RSL).
+        attention_weight (`float`, defaults to 0.1):
+            Weight lambda of the re-balanced attention consistency loss (RAC).
+        class_counts (`list[int]`, *optional*):
+            Training samples per class (label order); gives the balance weights `w_c = N / (10 n_c)`. Every class
+            needs at least one sample.
+        balance_weights (`list[float]`, *optional*):
+            Explicit per-class balance weights; use instead of `class_counts`. With neither, all weights are 1.
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the normal initialisation of the classifier.
+        num_labels, id2label, label2id:
+            The classes. Defaults to RAF-DB's seven expressions in RAF-DB order (surprise, fear, disgust, happy,
+            sad, angry, neutral).
+
+    Example:
+        >>> from fer_mek import MEKConfig, MEKForImageClassification
+        >>> config = MEKConfig(backbone="resnet18", class_counts=[1290, 281, 717, 4772, 1982, 705, 2524])
+        >>> model = MEKForImageClassification(config)
+    """
+
+    model_type = "fer-mek"
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        head: str = "linear",
+        dropout: float = 0.0,
+        image_size: int = 224,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        smoothing: float = 0.3,
+        attention_weight: float = 0.1,
+        class_counts: Sequence[int] | None = None,
+        balance_weights: Sequence[float] | None = None,
+        initializer_range: float = 0.02,
+        **kwargs: Any,
+    ):
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(enumerate(RAFDB_LABELS))
+        if kwargs.get("id2label") is not None and kwargs.get("label2id") is None:
+            kwargs["label2id"] = {name: int(i) for i, name in kwargs["id2label"].items()}
+        self.backbone = backbone
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.head = head
+        self.dropout = float(dropout)
+        self.image_size = int(image_size)
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+        self.smoothing = float(smoothing)
+        self.attention_weight = float(attention_weight)
+        self.class_counts = None if class_counts is None else [int(n) for n in class_counts]
+        self.balance_weights = None if balance_weights is None else [float(w) for w in balance_weights]
+        self.initializer_range = float(initializer_range)
+        super().__init__(**kwargs)
+        self.validate_mek()
+
+    def validate_mek(self) -> None:
+        """Check the MEK arguments; raises `ValueError` saying what to change."""
+        import timm  # imported here so that reading a config does not import timm's model zoo eagerly
+
+        if not isinstance(self.backbone, str) or not timm.is_model(self.backbone):
+            family = re.match(r"[A-Za-z]*", str(self.backbone)).group(0) or ""
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}; try timm.list_models({family + '*'!r}) for valid names "
+                f"(timm {timm.__version__})"
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} must have 3 values (RGB), got {getattr(self, name)}")
+        if any(s <= 0 for s in self.image_std):
+            raise ValueError(f"image_std must be positive, got {self.image_std}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.attention_weight < 0:
+            raise ValueError(f"attention_weight must be >= 0, got {self.attention_weight}")
+        if self.class_counts is not None and self.balance_weights is not None:
+            raise ValueError("give class_counts or balance_weights, not both")
+        for name in ("class_counts", "balance_weights"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.num_labels:
+                raise ValueError(f"{name} has {len(values)} entries but the model has {self.num_labels} labels")
+        if self.class_counts is not None:
+            _balance_weights_from_counts(self.class_counts)  # raises on a class without samples
+        if self.balance_weights is not None and any(not w > 0 for w in self.balance_weights):
+            raise ValueError(f"balance_weights must be positive, got {self.balance_weights}")
+
+    def get_balance_weights(self) -> list[float]:
+        """The per-class balance weights the losses use: explicit, from `class_counts`, or all ones."""
+        if self.balance_weights is not None:
+            return list(self.balance_weights)
+        if self.class_counts is not None:
+            return _balance_weights_from_counts(self.class_counts)
+        return [1.0] * self.num_labels
+
+
+__all__ = ["MEKConfig"]
