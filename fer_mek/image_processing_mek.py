@@ -22,6 +22,8 @@ class MEKImageProcessor(PilBackend):
     Build the processor that matches a model with :meth:`from_model_config`.
     """
 
+    # Saved folders name this class in their auto_map, so trust_remote_code loading finds it without the package.
+    _auto_class = "AutoImageProcessor"
     resample = PILImageResampling.BILINEAR
     image_mean = list(IMAGENET_DEFAULT_MEAN)
     image_std = list(IMAGENET_DEFAULT_STD)

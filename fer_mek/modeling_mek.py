@@ -174,6 +174,27 @@ class MEKPreTrainedModel(PreTrainedModel):
         if hasattr(module, "init_non_persistent_buffers"):
             module.init_non_persistent_buffers()
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, with the loaded tensors moved into memory of their own.
+
+        Tensors loaded from safetensors can be views into the memory-mapped file at 8-byte alignment; BLAS then
+        takes another code path and the logits differ from the saved model's in the last bits. Fresh allocations
+        make a save/load round trip bit-exact, and free the file (so that it can be overwritten while loaded).
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.no_grad():
+            for module in model.modules():
+                for tensors in (module._parameters, module._buffers):
+                    for name, tensor in tensors.items():
+                        if tensor is not None and tensor.device.type == "cpu":
+                            if isinstance(tensor, nn.Parameter):
+                                tensor.data = tensor.data.clone()
+                            else:
+                                tensors[name] = tensor.clone()
+        return loaded
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """Save weights (safetensors), ``config.json`` with a complete ``auto_map``, the code that
         ``trust_remote_code=True`` needs and, unless present, a ``preprocessor_config.json`` from the config."""
