@@ -1,0 +1,52 @@
+"""Shared test set-up: offline Hub, one thread per worker, tiny models."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never reach the network; set before transformers / huggingface_hub are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+DATA_DIR = Path(__file__).parent / "data"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A small real backbone for fast tests: resnet18 on 32x32 inputs runs in milliseconds on one core.
+TINY_BACKBONE = "resnet18"
+TINY_IMAGE_SIZE = 32
+
+
+@pytest.fixture
+def tiny_config():
+    from fer_mek import MEKConfig
+
+    return MEKConfig(backbone=TINY_BACKBONE, image_size=TINY_IMAGE_SIZE, class_counts=[1290, 281, 717, 4772, 1982, 705, 2524])
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    from fer_mek import MEKForImageClassification
+
+    torch.manual_seed(0)
+    return MEKForImageClassification(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def saved_tiny_model(tmp_path_factory):
+    """A tiny MEK model saved with save_pretrained, and the model itself."""
+    from fer_mek import MEKConfig, MEKForImageClassification
+
+    torch.manual_seed(0)
+    model = MEKForImageClassification(MEKConfig(backbone=TINY_BACKBONE, image_size=TINY_IMAGE_SIZE)).eval()
+    folder = tmp_path_factory.mktemp("tiny-mek")
+    model.save_pretrained(folder)
+    return folder, model

@@ -1,0 +1,55 @@
+"""Package hygiene: the library imports without the training stack, the demo runs, the public API is there."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+
+from .conftest import REPO_ROOT
+
+
+def test_import_does_not_pull_the_training_stack():
+    code = (
+        "import sys, fer_mek; "
+        "heavy = [m for m in ('datasets', 'evaluate', 'cv2', 'matplotlib') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "", f"importing fer_mek imported {result.stdout.strip()}"
+
+
+def test_library_never_imports_accelerate():
+    """transformers loads accelerate by itself when it is installed; the library must not need it."""
+    for path in (REPO_ROOT / "fer_mek").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(name.split(".")[0] == "accelerate" for name in names), f"{path} imports accelerate"
+
+
+def test_public_api_names():
+    import fer_mek
+    from fer_mek import losses
+
+    for name in ("MEKConfig", "MEKModel", "MEKForImageClassification", "MEKPreTrainedModel", "MEKImageProcessor",
+                 "MEKLoss", "losses"):
+        assert hasattr(fer_mek, name), name
+    for name in ("balance_weights", "rebalanced_smooth_targets", "rebalanced_smooth_label_loss",
+                 "attention_consistency_loss", "MEKLoss"):
+        assert hasattr(losses, name), name
+    assert fer_mek.MEKConfig.model_type == "fer-mek"
+
+
+def test_demo_script_round_trip(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.main(["--output", str(tmp_path / "model"), "--image-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "identical logits" in out and "pipeline" in out
+    assert (tmp_path / "model" / "model.safetensors").is_file()
