@@ -27,17 +27,26 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
         yield staging
-        if path.exists():
-            # Move the old folder aside first so that at every instant one complete version exists.
-            retired = Path(tempfile.mkdtemp(prefix=f".old-{path.name}-", dir=path.parent))
-            os.replace(path, retired / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+        replace_directory(staging, path)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_directory(staging: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make the complete folder ``staging`` the new ``target`` by renames (same file system).
+
+    The old ``target`` is moved aside before ``staging`` takes its place, so that at every instant one complete
+    version exists (at ``target`` or at its ``.old-`` name beside it), and removed afterwards.
+    """
+    staging, target = Path(staging), Path(target)
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
+        os.replace(target, retired / target.name)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -18,7 +18,7 @@ from fer_mek.convert import (
     load_state_dict_file,
 )
 
-from .conftest import REPO_ROOT
+from .conftest import load_script
 
 
 class PublishedMEKResNet(nn.Module):
@@ -164,11 +164,7 @@ def test_resnet_depth_inference():
 
 
 def test_convert_script_end_to_end(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", REPO_ROOT / "scripts" / "convert_checkpoint.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("convert_checkpoint")
 
     torch.manual_seed(0)
     reference = PublishedMEKResNet(torchvision.models.resnet18()).eval()

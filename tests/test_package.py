@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, load_script
 
 
 def test_import_does_not_pull_the_training_stack():
@@ -46,9 +45,7 @@ def test_public_api_names():
 
 
 def test_demo_script_round_trip(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo")
     assert demo.main(["--output", str(tmp_path / "model"), "--image-size", "32"]) == 0
     out = capsys.readouterr().out
     assert "identical logits" in out and "pipeline" in out

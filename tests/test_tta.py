@@ -1,0 +1,35 @@
+"""Test-time augmentation views and averaging."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fer_mek.tta import tta_probabilities, tta_views
+
+
+def test_views_keep_the_input_size():
+    x = torch.randn(2, 3, 28, 28)
+    assert len(tta_views(x, "none")) == 1
+    flip = tta_views(x, "flip")
+    assert torch.equal(flip[1], x.flip(-1))
+    ten = tta_views(x, "tencrop")
+    assert len(ten) == 10 and all(v.shape == x.shape for v in ten)
+    for crop, mirrored in zip(ten[:5], ten[5:], strict=True):
+        assert torch.equal(mirrored, crop.flip(-1))
+
+
+def test_probabilities_average_the_views(tiny_model):
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain = tiny_model(x).logits.softmax(-1)
+        mirrored = tiny_model(x.flip(-1)).logits.softmax(-1)
+    torch.testing.assert_close(tta_probabilities(tiny_model, x, "none"), plain)
+    torch.testing.assert_close(tta_probabilities(tiny_model, x, "flip"), (plain + mirrored) / 2)
+    ten = tta_probabilities(tiny_model, x, "tencrop")
+    torch.testing.assert_close(ten.sum(-1), torch.ones(3))
+
+
+def test_unknown_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
+        tta_views(torch.zeros(1, 3, 8, 8), "rotate")
