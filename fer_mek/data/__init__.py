@@ -1,0 +1,72 @@
+"""Facial-expression data for fer-mek: loaders, the leakage-free split, class statistics and MEK transforms.
+
+Every loader returns a ``datasets.DatasetDict`` with ``train`` / ``validation`` / ``test``, an ``image`` column
+(``datasets.Image``) and a ``label`` column (``datasets.ClassLabel`` with the dataset's own class names, from
+:mod:`fer_mek.labels`). Validation is a stratified ``val_fraction`` of train (seeded, deterministic); the test split
+is never used for it. :func:`get_metadata` returns how the data was built (source, ``val_fraction``, ``seed``,
+skipped bad items), :func:`summarize` / :func:`format_summary` the per-split class counts.
+
+Sources: :func:`load_rafdb`, :func:`load_fer2013`, :func:`load_image_folder`, :func:`load_hub_dataset`,
+:func:`load_synthetic` (the embedded default), or :func:`load_source` by name.
+
+Example:
+    >>> from fer_mek import MEKImageProcessor
+    >>> from fer_mek.data import collate_fn, load_source, make_transform
+    >>> data = load_source("synthetic")
+    >>> processor = MEKImageProcessor(size={"height": 112, "width": 112})
+    >>> train = data["train"].with_transform(make_transform(processor, train=True))  # + flipped_pixel_values
+    >>> batch = collate_fn([train[0], train[1]])
+
+This subpackage imports ``datasets``, timm and torchvision; ``import fer_mek`` does not import it.
+"""
+
+from .common import (
+    SPLITS,
+    BadInputLog,
+    DataError,
+    class_counts,
+    format_summary,
+    get_metadata,
+    set_metadata,
+    stratified_split,
+    summarize,
+)
+from .fer2013 import load_fer2013
+from .folder import load_hub_dataset, load_image_folder
+from .rafdb import load_rafdb
+from .sources import SOURCES, load_source
+from .synthetic import RAFDB_TRAIN_COUNTS, default_cache_dir, load_synthetic, render_face
+from .transforms import (
+    MEKBatchTransform,
+    build_eval_transform,
+    build_train_transform,
+    collate_fn,
+    make_transform,
+)
+
+__all__ = [
+    "RAFDB_TRAIN_COUNTS",
+    "SOURCES",
+    "SPLITS",
+    "BadInputLog",
+    "DataError",
+    "MEKBatchTransform",
+    "build_eval_transform",
+    "build_train_transform",
+    "class_counts",
+    "collate_fn",
+    "default_cache_dir",
+    "format_summary",
+    "get_metadata",
+    "load_fer2013",
+    "load_hub_dataset",
+    "load_image_folder",
+    "load_rafdb",
+    "load_source",
+    "load_synthetic",
+    "make_transform",
+    "render_face",
+    "set_metadata",
+    "stratified_split",
+    "summarize",
+]

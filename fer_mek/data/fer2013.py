@@ -1,0 +1,204 @@
+"""FER-2013 (Goodfellow et al., 2013): the original ``fer2013.csv`` or the image-folder re-packaging."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from PIL import Image as PILImage
+
+from ..labels import FER2013_FOLDER_LABELS, FER2013_LABELS
+from .common import BadInputLog, DataError, finalize, make_split
+from .folder import find_split_dirs, load_folder_tree
+
+__all__ = ["FER2013_USAGES", "detect_fer2013_layout", "load_fer2013"]
+
+#: Values of the ``Usage`` column of ``fer2013.csv``.
+FER2013_USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+_SIDE = 48
+_CSV_NAMES = ("fer2013.csv", "fer2013/fer2013.csv", "icml_face_data.csv")
+_LAYOUT_HELP = (
+    "Expected the path of fer2013.csv (columns emotion,pixels,Usage), a folder containing it, or a folder with "
+    f"train/<class>/ and test/<class>/ where <class> is one of {list(FER2013_FOLDER_LABELS)}."
+)
+
+
+def detect_fer2013_layout(path_or_root: str | Path) -> tuple[str, Path]:
+    """``("csv", csv_path)`` or ``("folders", root)`` for a FER-2013 path.
+
+    Raises:
+        DataError: when the path matches neither layout; the message lists what was found.
+    """
+    path = Path(path_or_root).expanduser().resolve()
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"{path} is not a CSV file. {_LAYOUT_HELP}")
+        return "csv", path
+    if not path.is_dir():
+        raise DataError(f"{path} does not exist. {_LAYOUT_HELP}")
+    for name in _CSV_NAMES:
+        if (path / name).is_file():
+            return "csv", path / name
+    if "train" in find_split_dirs(path):
+        return "folders", path
+    found = sorted(p.name for p in path.iterdir())[:20]
+    raise DataError(f"{path} is not a FER-2013 root (found {found}). {_LAYOUT_HELP}")
+
+
+def load_fer2013(
+    path_or_root: str | Path,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    test_split: str = "PrivateTest",
+    skip_bad: bool = False,
+    *,
+    verify_images: bool = True,
+) -> datasets.DatasetDict:
+    """FER-2013 as a ``DatasetDict``, from ``fer2013.csv`` or from image folders; each keeps its own class order.
+
+    * CSV (``emotion,pixels,Usage``; 48x48 grayscale as 2,304 space-separated integers): classes in the CSV's
+      ``emotion`` order (``fer_mek.labels.FER2013_LABELS``). Train = ``Training`` rows (minus a stratified
+      validation share), test = ``PrivateTest`` (the split papers report) or ``PublicTest`` by option; the other
+      test set is not used (its size is recorded in the metadata). Pixels are parsed once, at load time, into
+      PNG-encoded ``datasets.Image`` rows.
+    * Folders (``train/<class>/``, ``test/<class>/``, class folders ``angry``, ``disgust``, ...): classes in the
+      alphabetical folder order (``fer_mek.labels.FER2013_FOLDER_LABELS``), a different order from the CSV's.
+
+    Args:
+        path_or_root: ``fer2013.csv``, a folder containing it, or the root of the folder layout.
+        val_fraction: Stratified share of the training rows held out as validation.
+        seed: Seed of the validation split.
+        test_split: ``"PrivateTest"`` or ``"PublicTest"`` (CSV only).
+        skip_bad: Skip bad CSV rows / images instead of raising; they are listed in ``get_metadata(dd)["skipped"]``.
+        verify_images: Decode every image of the folder layout once at load time.
+
+    Raises:
+        DataError: on a layout mismatch, a malformed CSV (missing column, wrong pixel count, non-numeric or
+            out-of-range pixels, unknown emotion or Usage), a bad image, an empty split or a class without
+            training images.
+    """
+    if test_split not in ("PrivateTest", "PublicTest"):
+        raise ValueError(f"test_split must be 'PrivateTest' or 'PublicTest', got {test_split!r}")
+    layout, path = detect_fer2013_layout(path_or_root)
+    if layout == "folders":
+        return load_folder_tree(
+            path,
+            label_names=FER2013_FOLDER_LABELS,
+            label_mapping=None,
+            val_fraction=val_fraction,
+            seed=seed,
+            skip_bad=skip_bad,
+            verify_images=verify_images,
+            source="fer2013",
+            unknown_hint=f"FER-2013 class folders are {list(FER2013_FOLDER_LABELS)}",
+            allow_flat=False,
+            layout_help=_LAYOUT_HELP,
+        )
+    return _load_csv(path, val_fraction, seed, test_split, skip_bad)
+
+
+def parse_pixels(text: str) -> np.ndarray:
+    """A 48x48 ``uint8`` image from FER-2013's space-separated pixel string.
+
+    Raises:
+        ValueError: on non-numeric values, a pixel count other than 2,304, or values outside 0-255.
+    """
+    try:
+        values = np.fromstring(text, dtype=np.int32, sep=" ")
+    except ValueError:
+        bad = next((tok for tok in text.split() if not tok.isdigit()), "?")
+        raise ValueError(f"'pixels' holds a non-numeric value {bad[:20]!r}") from None
+    if values.size != _SIDE * _SIDE:
+        raise ValueError(f"'pixels' has {values.size} values, expected {_SIDE * _SIDE} ({_SIDE}x{_SIDE})")
+    if values.min() < 0 or values.max() > 255:
+        raise ValueError(f"'pixels' has values outside 0-255 (min {values.min()}, max {values.max()})")
+    return values.astype(np.uint8).reshape(_SIDE, _SIDE)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(array, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _load_csv(path: Path, val_fraction: float, seed: int, test_split: str, skip_bad: bool) -> datasets.DatasetDict:
+    bad = BadInputLog(skip_bad)
+    rows: dict[str, tuple[list[dict[str, Any]], list[int]]] = {usage: ([], []) for usage in FER2013_USAGES}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in ("emotion", "pixels", "Usage") if c not in header]
+        if missing:
+            raise DataError(
+                f"{path}, line 1: missing column(s) {missing} (header {header}); the original fer2013.csv has "
+                "emotion,pixels,Usage. Kaggle's challenge train.csv/test.csv lack Usage (and test.csv the labels): "
+                "use the full fer2013.csv."
+            )
+        col = {name: header.index(name) for name in ("emotion", "pixels", "Usage")}
+        for record in reader:
+            line = reader.line_num
+            if not record or all(not field.strip() for field in record):
+                continue
+            if len(record) != len(header):
+                bad.report(
+                    f"row has {len(record)} fields, expected {len(header)} ({','.join(header)})",
+                    hint="Restore the row from the original fer2013.csv or delete it.",
+                    file=path,
+                    line=line,
+                )
+                continue
+            emotion, usage = record[col["emotion"]].strip(), record[col["Usage"]].strip()
+            if not emotion.isdigit() or not 0 <= int(emotion) < len(FER2013_LABELS):
+                key = ", ".join(f"{i}={n}" for i, n in enumerate(FER2013_LABELS))
+                bad.report(
+                    f"unknown emotion {emotion!r} (expected 0-6: {key})",
+                    hint="Fix the label or delete the row.",
+                    file=path,
+                    line=line,
+                )
+                continue
+            if usage not in rows:
+                bad.report(
+                    f"unknown Usage {usage!r} (expected one of {list(FER2013_USAGES)})",
+                    hint="Fix the Usage value or delete the row.",
+                    file=path,
+                    line=line,
+                )
+                continue
+            try:
+                pixels = parse_pixels(record[col["pixels"]])
+            except ValueError as err:
+                bad.report(
+                    str(err), hint="Restore the row from the original fer2013.csv or delete it.", file=path, line=line
+                )
+                continue
+            rows[usage][0].append({"bytes": _png(pixels), "path": f"{path.name}:{line}"})
+            rows[usage][1].append(int(emotion))
+    train = make_split(*rows["Training"], FER2013_LABELS)
+    test = make_split(*rows[test_split], FER2013_LABELS)
+    unused = "PublicTest" if test_split == "PrivateTest" else "PrivateTest"
+    metadata = {
+        "source": "fer2013",
+        "layout": "csv",
+        "root": str(path),
+        "test": f"Usage == {test_split}",
+        "test_split": test_split,
+        "unused_rows": {unused: len(rows[unused][1])},
+    }
+    return finalize(
+        train,
+        test,
+        metadata=metadata,
+        bad=bad,
+        val_fraction=val_fraction,
+        seed=seed,
+        empty_hints={
+            "train": f"{path} has no usable row with Usage == Training.",
+            "test": f"{path} has no usable row with Usage == {test_split} (try test_split='{unused}').",
+        },
+        class_hint=f"Check the emotion column of {path}.",
+    )
