@@ -44,9 +44,10 @@ def test_public_api_names():
     assert fer_mek.MEKConfig.model_type == "fer-mek"
 
 
-def test_demo_script_round_trip(tmp_path, capsys):
+def test_demo_classifies_fresh_faces_through_the_pipeline(saved_tiny_model, capsys):
+    folder, _ = saved_tiny_model
     demo = load_script("demo")
-    assert demo.main(["--output", str(tmp_path / "model"), "--image-size", "32"]) == 0
+    assert demo.main(["--model", str(folder), "--per-class", "1", "--face-size", "48"]) == 0
     out = capsys.readouterr().out
-    assert "identical logits" in out and "pipeline" in out
-    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert "fresh synthetic faces recognised" in out and "MEKForImageClassification" in out
+    assert demo.main(["--model", "no-such-folder"]) == 2

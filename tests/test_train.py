@@ -1,0 +1,221 @@
+"""The training script end to end on tiny synthetic runs: outputs, resume, interruption, bad input, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import REPO_ROOT, load_script
+
+train = load_script("train")
+
+# 150 synthetic images at 32 px, batch 16: a couple of seconds per epoch on one core.
+TINY = ["--synthetic-images", "150", "--image-size", "32", "--batch-size", "16", "--num-workers", "0",
+        "--log-with", "none", "--auto-augment", "", "--lr", "0.003"]
+
+
+def run_dir_files(run: Path) -> set[str]:
+    return {p.name for p in run.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    results = train.main([*TINY, "--epochs", "2", "--output-dir", str(run)])
+    return run, results
+
+
+def test_default_run_leaves_a_complete_evaluated_folder(tiny_run):
+    run, results = tiny_run
+    assert {"best", "last", "checkpoint", "results.json", "confusion_matrix.png", "training_curves.png",
+            "train_config.yaml"} <= run_dir_files(run)
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["test"]["accuracy"] == results["test"]["accuracy"]
+    for split in ("validation", "test"):
+        metrics = saved[split]
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["mean_class_accuracy"] <= 1.0
+        assert len(metrics["per_class_recall"]) == 7 and len(metrics["confusion_matrix"]) == 7
+    assert saved["label_names"][0] == "surprise"
+    assert saved["dataset"]["val_fraction"] == 0.1 and saved["dataset"]["split_seed"] == 0
+    assert saved["init"] == {"source": "random"}
+    assert saved["selection"]["metric"] == "mean_class_accuracy"
+    assert len(saved["history"]) == 2 and saved["selection"]["best_epoch"] in (1, 2)
+    assert saved["validation"]["num_samples"] == sum(saved["class_counts"]["validation"])
+    assert saved["test"]["num_samples"] == sum(saved["class_counts"]["test"])
+    assert saved["balance_weights"][1] > saved["balance_weights"][3]  # fear rarer than happy
+    assert {"torch", "timm", "transformers", "accelerate", "datasets"} <= set(saved["environment"])
+
+
+def test_best_checkpoint_loads_with_auto_classes_and_keeps_class_names(tiny_run):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    run, results = tiny_run
+    model = AutoModelForImageClassification.from_pretrained(run / "best")
+    processor = AutoImageProcessor.from_pretrained(run / "best")
+    assert [model.config.id2label[i] for i in range(7)] == results["label_names"]
+    assert model.config.class_counts == results["class_counts"]["train"]
+    assert processor.size == {"height": 32, "width": 32}
+
+
+def test_test_metrics_are_those_of_the_chosen_checkpoint(tiny_run):
+    """The reported test numbers come from best/, evaluated once, and equal a fresh evaluation of best/."""
+    evaluate_script = load_script("evaluate")
+    run, results = tiny_run
+    again = evaluate_script.main(["--model", str(run / "best"), "--synthetic-images", "150", "--split", "test",
+                                  "--batch-size", "7", "--num-workers", "0"])
+    assert again["accuracy"] == results["test"]["accuracy"]
+    assert again["confusion_matrix"] == results["test"]["confusion_matrix"]
+
+
+def test_baseline_switch_trains_plain_cross_entropy(tmp_path):
+    results = train.main([*TINY, "--epochs", "1", "--method", "baseline", "--output-dir", str(tmp_path / "b")])
+    config = json.loads((tmp_path / "b" / "best" / "config.json").read_text())
+    assert config["smoothing"] == 0.0 and config["attention_weight"] == 0.0
+    assert results["method"] == "baseline"
+    assert "train_attention_loss" not in results["history"][0]
+
+
+def test_resume_after_a_stop_mid_epoch_gives_the_same_weights(tmp_path):
+    """Stop after 5 optimizer steps (inside epoch 1 of 2), resume: final weights equal an uninterrupted run."""
+    common = [*TINY, "--epochs", "2", "--checkpoint-every", "3"]
+    train.main([*common, "--output-dir", str(tmp_path / "straight")])
+    partial = train.main([*common, "--max-steps", "5", "--output-dir", str(tmp_path / "resumed")])
+    assert partial == {"finished": False, "global_step": 5}
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 5, 5)
+    train.main([*common, "--resume", "--output-dir", str(tmp_path / "resumed")])
+    straight = load_file(tmp_path / "straight" / "last" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
+    original = train.Trainer.train_epoch
+
+    def interrupted_after_first_epoch(self, epoch):
+        stats = original(self, epoch)
+        self._on_interrupt(2, None)  # what Ctrl-C does
+        return stats
+
+    monkeypatch.setattr(train.Trainer, "train_epoch", interrupted_after_first_epoch)
+    run = tmp_path / "run"
+    assert train.main([*TINY, "--epochs", "2", "--output-dir", str(run)]) == {"interrupted": True}
+    assert (run / "checkpoint" / "trainer_state.json").is_file()
+    assert not (run / "results.json").exists()
+    monkeypatch.setattr(train.Trainer, "train_epoch", original)
+    results = train.main([*TINY, "--epochs", "2", "--resume", "--output-dir", str(run)])
+    assert len(results["history"]) == 2
+
+
+def test_a_crash_while_saving_leaves_complete_folders_and_the_run_resumable(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train.main([*TINY, "--epochs", "1", "--output-dir", str(run)])
+    best_before = (run / "best" / "model.safetensors").read_bytes()
+
+    from fer_mek import MEKPreTrainedModel
+
+    def dies_midway(self, save_directory, *args, **kwargs):
+        Path(save_directory, "model.safetensors").write_bytes(b"half written")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MEKPreTrainedModel, "save_pretrained", dies_midway)
+        with pytest.raises(OSError, match="disk full"):
+            train.main([*TINY, "--epochs", "2", "--resume", "--output-dir", str(run)])
+    # Whatever save was under way, the folders that existed are complete, and no temporary folder is left.
+    assert (run / "best" / "model.safetensors").read_bytes() == best_before
+    assert not [p.name for p in run.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    json.loads((run / "checkpoint" / "trainer_state.json").read_text())
+    results = train.main([*TINY, "--epochs", "2", "--resume", "--output-dir", str(run)])
+    assert len(results["history"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--recipe", "imagenet-from-dreams"], "unknown recipe 'imagenet-from-dreams'"),
+        (["--source", "rafdb"], "--source rafdb needs --data-root"),
+        (["--init", "no/such/file.pth"], "not random, timm, nor an existing state_dict file"),
+        (["--resume", "--overwrite"], "exclude each other"),
+        (["--val-fraction", "1.5"], "--val-fraction must be in"),
+    ],
+)
+def test_bad_options_are_clear_errors_before_training(tmp_path, argv, message):
+    with pytest.raises(ValueError, match=message):
+        train.main([*argv, "--output-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_option_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--learning-rate", "0.1"])
+    assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
+
+
+def test_data_root_that_does_not_match_the_source(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ValueError, match="RAF-DB"):
+        train.main([*TINY, "--source", "rafdb", "--data-root", str(tmp_path / "photos"),
+                    "--output-dir", str(tmp_path / "run")])
+
+
+def test_output_folder_of_another_run_is_refused(tiny_run, tmp_path):
+    run, _ = tiny_run
+    with pytest.raises(ValueError, match="already holds a run"):
+        train.main([*TINY, "--epochs", "1", "--output-dir", str(run)])
+    with pytest.raises(ValueError, match=r"different run \(backbone: 'resnet18' -> 'resnet34'\)"):
+        train.main([*TINY, "--epochs", "1", "--backbone", "resnet34", "--resume", "--output-dir", str(run)])
+
+
+def test_a_backbone_file_that_does_not_fit_stops_before_training(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(ValueError, match="does not fit the model"):
+        train.main([*TINY, "--init", str(tmp_path / "r34.pth"), "--output-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_recipes_parse_and_document_their_target():
+    for name in train.list_recipes():
+        values = train.load_recipe(name)
+        text = (REPO_ROOT / "configs" / f"{name}.yaml").read_text()
+        assert text.startswith("#"), f"{name}: a recipe starts with a comment saying its source"
+        if name != "synthetic":
+            assert "Target" in text, name
+            assert values["source"] in ("rafdb", "fer2013")
+    assert train.parse_config([]).source == "synthetic"
+    assert train.parse_config(["--recipe", "rafdb-swin-t", "--data-root", "x"]).lr is None
+
+
+def test_two_processes_give_the_metrics_of_a_single_process_evaluation(tmp_path):
+    """Real DDP on CPU (gloo): validation metrics equal a one-process evaluation of the same weights.
+
+    The validation split (13 of 160 synthetic images) does not divide into 2 processes x batch 4: gather_for_metrics
+    must drop the samples that pad the uneven last batch.
+    """
+    run = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(REPO_ROOT / "scripts" / "train.py"), *TINY, "--synthetic-images", "160", "--batch-size", "4", "--epochs", "1",
+               "--output-dir", str(run)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["environment"]["num_processes"] == 2
+    assert results["validation"]["num_samples"] == 13
+    evaluate_script = load_script("evaluate")
+    single = evaluate_script.main(["--model", str(run / "best"), "--synthetic-images", "160",
+                                   "--split", "validation", "--batch-size", "4", "--num-workers", "0"])
+    for key in ("accuracy", "mean_class_accuracy", "macro_f1", "confusion_matrix", "num_samples"):
+        assert single[key] == results["validation"][key], key
