@@ -1,0 +1,410 @@
+"""The ``fer-mek`` command: ``fer-mek predict`` (images, folders, videos, webcam) and ``fer-mek export`` (ONNX).
+
+Run ``fer-mek predict --help`` for the options. Exit status of ``predict``: 0 when at least one input was processed
+(an image without a face counts: "no face found" is a result), 1 when nothing could be processed, 2 for usage errors
+and models that cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .faces import DEFAULT_MARGIN  # numpy and PIL only: OpenCV is imported when faces are detected
+
+EXIT_OK, EXIT_NOTHING_PROCESSED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fer-mek`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="fer-mek",
+        description="Facial-expression recognition with MEK models: predict on pictures, export to ONNX.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    predict = commands.add_parser(
+        "predict",
+        help="find faces and classify their expressions in images, folders, videos or a webcam",
+        description="Find faces and classify their expressions. Folders are scanned recursively; video files are "
+        "read frame by frame. Each face gets its box and the top-k classes in the model's own class names.",
+    )
+    predict.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders or video files")
+    predict.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        required=True,
+        metavar="FOLDER_OR_HUB_ID",
+        help="a save_pretrained folder or Hub id; repeat it to average the probabilities of an ensemble",
+    )
+    predict.add_argument(
+        "--camera", type=int, metavar="N", help="read webcam N (0 is the default camera) instead of files"
+    )
+    predict.add_argument("--output", "-o", type=Path, metavar="FILE", help="write results to FILE.csv or FILE.jsonl")
+    predict.add_argument("--save-annotated", type=Path, metavar="DIR", help="write annotated images and videos to DIR")
+    predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes reported per face (3)")
+    predict.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation (none)")
+    faces = predict.add_mutually_exclusive_group()
+    faces.add_argument("--all-faces", dest="face_mode", action="store_const", const="all", help="every face (default)")
+    faces.add_argument(
+        "--largest-face", dest="face_mode", action="store_const", const="largest", help="largest face only"
+    )
+    faces.add_argument(
+        "--no-detect", dest="face_mode", action="store_const", const="none", help="classify whole images (face crops)"
+    )
+    predict.set_defaults(face_mode="all")
+    predict.add_argument("--clahe", action="store_true", help="CLAHE on face crops (webcam-robust models, dim light)")
+    predict.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help=f"crop margin, fraction of the face size added per side ({DEFAULT_MARGIN})",
+    )
+    predict.add_argument("--no-align", action="store_true", help="do not level the eyes of face crops")
+    predict.add_argument(
+        "--min-face-size", type=_positive_int, default=20, metavar="PX", help="smallest face side (20)"
+    )
+    predict.add_argument("--min-confidence", type=float, default=0.9, help="detector confidence threshold (0.9)")
+    predict.add_argument("--batch-size", type=_positive_int, default=16, help="faces per forward pass (16)")
+    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)")
+    predict.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="refuse larger images, a decompression-bomb guard (Pillow's limit, about 89 million)",
+    )
+    predict.add_argument(
+        "--frame-step", type=_positive_int, default=1, metavar="N", help="classify every N-th video frame"
+    )
+    predict.add_argument(
+        "--max-frames", type=_positive_int, metavar="N", help="stop each video / the camera after N frames"
+    )
+    predict.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the Hub (not needed for MEK)"
+    )
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
+
+    export = commands.add_parser(
+        "export",
+        help="export a model to ONNX (logits and attention maps)",
+        description="Export a MEK model to ONNX with outputs logits [B, K] and attention_maps [B, K, h, w]; the class "
+        "names go into the file's metadata. Needs the onnx extra: pip install 'fer-mek[onnx]'.",
+    )
+    export.add_argument("--model", "-m", required=True, metavar="FOLDER_OR_HUB_ID", help="the model to export")
+    export.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    export.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset version (18)")
+    export.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    export.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference when verifying (1e-4)")
+    export.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fer-mek`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = build_parser().parse_args(argv)
+    with _quiet_transformers():
+        if args.command == "predict":
+            return _run_predict(args)
+        return _run_export(args)
+
+
+# --------------------------------------------------------------------------------------------------------- predict
+
+
+@dataclass
+class _Tally:
+    """Counts for the closing summary."""
+
+    ok: int = 0
+    no_face: int = 0
+    errors: int = 0
+    faces: int = 0
+    skipped: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.no_face
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .inference import (
+        DEFAULT_MAX_PIXELS,
+        FERPredictor,
+        ImageResult,
+        ModelLoadError,
+        ResultWriter,
+        VideoOpenError,
+        discover_inputs,
+        video_fps,
+    )
+
+    if args.camera is not None and args.paths:
+        return _usage("give either paths or --camera N, not both")
+    if args.camera is None and not args.paths:
+        return _usage("give image files, folders or videos to predict on, or --camera N")
+    if args.margin < 0:
+        return _usage(f"--margin must be >= 0, got {args.margin}")
+    writer = None
+    if args.output is not None:
+        try:
+            writer = ResultWriter(args.output, args.top_k)
+        except (ValueError, OSError) as error:
+            return _usage(str(error))
+
+    tally = _Tally()
+    items, problems, tally.skipped = discover_inputs(args.paths)
+    for source, problem in problems:
+        tally.errors += 1
+        _error(problem)
+        if writer is not None:
+            writer.write(ImageResult(source=source, error=problem))
+    if args.camera is None and not items:
+        _error("nothing to process")
+        _close(writer)
+        return EXIT_NOTHING_PROCESSED
+
+    try:
+        predictor = FERPredictor(
+            args.model,
+            device=args.device,
+            detector=None if args.face_mode == "none" else "mtcnn",
+            face_mode="all" if args.face_mode == "none" else args.face_mode,
+            margin=args.margin,
+            align=not args.no_align,
+            clahe=args.clahe,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            min_face_size=args.min_face_size,
+            min_confidence=args.min_confidence,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (ModelLoadError, ImportError, ValueError) as error:
+        _close(writer)
+        _error(str(error))
+        return EXIT_USAGE
+
+    annotations = _Annotations(args.save_annotated) if args.save_annotated is not None else None
+
+    def report(result: ImageResult, name: Path | None = None, video: bool = False) -> None:
+        if result.status == "error":
+            tally.errors += 1
+            _error(result.error or result.source)
+        elif result.status == "no_face":
+            tally.no_face += 1
+        else:
+            tally.ok += 1
+            tally.faces += len(result.faces)
+        if writer is not None:
+            writer.write(result)
+        if not args.quiet and writer is None and result.status != "error":
+            _write(_describe_result(result, args.top_k))
+        if annotations is not None and result.image is not None and name is not None:
+            annotations.add(result, name, video)
+
+    try:
+        images = [item for item in items if item.kind == "image"]
+        by_path = {str(item.path): item for item in images}
+        for result in predictor.predict_files([item.path for item in images], progress=not args.no_progress):
+            report(result, by_path[result.source].relative)
+        for item in (item for item in items if item.kind == "video"):
+            if annotations is not None:
+                annotations.fps[item.relative] = (video_fps(item.path) or 25.0) / args.frame_step
+            try:
+                for result in predictor.predict_video(item.path, args.frame_step, args.max_frames):
+                    report(result, item.relative, video=True)
+            except VideoOpenError as error:
+                report(ImageResult(source=str(item.path), error=str(error)))
+        if args.camera is not None:
+            _run_camera(predictor, args, report)
+    except KeyboardInterrupt:
+        _error("interrupted")
+    finally:
+        _close(writer)
+        if annotations is not None:
+            annotations.close()
+
+    print(_summary(tally), file=sys.stderr)
+    if writer is not None and not args.quiet:
+        print(f"results written to {args.output}", file=sys.stderr)
+    return EXIT_OK if tally.processed else EXIT_NOTHING_PROCESSED
+
+
+def _run_camera(predictor: Any, args: argparse.Namespace, report: Any) -> None:
+    from .inference import ImageResult, VideoOpenError
+
+    if not args.quiet:
+        print(f"reading camera {args.camera}; press Ctrl-C to stop", file=sys.stderr)
+    try:
+        for result in predictor.predict_video(args.camera, args.frame_step, args.max_frames):
+            report(result, Path(f"camera-{args.camera}.mp4"), video=True)
+    except VideoOpenError as error:
+        report(ImageResult(source=f"camera:{args.camera}", error=str(error)))
+
+
+def _describe_result(result: Any, top_k: int) -> str:
+    if result.status == "no_face":
+        return f"{result.source}: no face found"
+    parts = []
+    for number, face in enumerate(result.faces, start=1):
+        box = face.box
+        classes = ", ".join(f"{name} {p:.1%}" for name, p in face.top_k(top_k))
+        parts.append(f"face {number} at x={box.x} y={box.y} {box.width}x{box.height}: {classes}")
+    return f"{result.source}: " + "; ".join(parts)
+
+
+def _summary(tally: _Tally) -> str:
+    text = (
+        f"{tally.processed} processed ({tally.ok} with faces, {tally.faces} faces; {tally.no_face} without a face), "
+        f"{tally.errors} failed"
+    )
+    if tally.skipped:
+        text += f"; skipped in folders (not images or videos by their extension): {tally.skipped}"
+    return text
+
+
+class _Annotations:
+    """Writes annotated images as they come and annotated videos frame by frame into one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._used: set[Path] = set()
+        self._videos: dict[Path, Any] = {}  # relative input path -> (cv2.VideoWriter, size)
+        #: Frame rate of the annotated video per input (default: 15 frames per second, e.g. for cameras).
+        self.fps: dict[Path, float] = {}
+
+    def add(self, result: Any, relative: Path, video: bool) -> None:
+        if video:
+            self._add_frame(result, relative)
+            return
+        suffix = ".jpg" if relative.suffix.lower() in (".jpg", ".jpeg") else ".png"
+        target = self._target(relative, suffix, Path(result.source))
+        try:
+            result.annotate().save(target)
+        except OSError as error:
+            _error(f"{target}: cannot write the annotated image ({error})")
+
+    def _target(self, relative: Path, suffix: str, source: Path | None = None) -> Path:
+        """A new file in the folder for ``relative``; never an input file, never one written before in this run."""
+        target = self.folder / relative.with_suffix(suffix)
+        stem, number = target.with_suffix(""), 2
+        while target in self._used or (source is not None and target.resolve() == source.resolve()):
+            target = stem.with_name(f"{stem.name}-{number}").with_suffix(suffix)
+            number += 1
+        self._used.add(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _add_frame(self, result: Any, relative: Path) -> None:
+        import cv2
+        import numpy as np
+
+        frame = result.annotate(fixed_height=True)
+        if relative not in self._videos:
+            target = self._target(relative, ".mp4", Path(result.source.rpartition("#")[0]))
+            fps = self.fps.get(relative, 15.0)
+            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.size)
+            if not writer.isOpened():
+                _error(f"{target}: OpenCV cannot write an mp4 video here; annotated frames are not saved")
+                writer = None
+            self._videos[relative] = (writer, frame.size)
+        writer, size = self._videos[relative]
+        if writer is None:
+            return
+        if frame.size != size:
+            frame = frame.resize(size)
+        writer.write(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        for writer, _ in self._videos.values():
+            if writer is not None:
+                writer.release()
+
+
+# --------------------------------------------------------------------------------------------------------- export
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .inference import ModelLoadError
+    from .onnx_export import export_onnx
+
+    try:
+        report = export_onnx(
+            args.model,
+            args.output,
+            opset=args.opset,
+            verify=not args.no_verify,
+            atol=args.atol,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (ImportError, ModelLoadError) as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except ValueError as error:
+        _error(str(error))
+        return EXIT_NOTHING_PROCESSED
+    print(f"wrote {report.path} (classes: {', '.join(report.labels)}; input 3x{report.image_size}x{report.image_size})")
+    if report.max_abs_diff_logits is not None:
+        print(
+            f"onnxruntime vs PyTorch: max abs diff {report.max_abs_diff_logits:.2e} (logits), "
+            f"{report.max_abs_diff_attention:.2e} (attention maps)"
+        )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------------- helpers
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _error(message: str) -> None:
+    _write(f"error: {message}", sys.stderr)
+
+
+def _write(line: str, stream: IO[str] | None = None) -> None:
+    """Print a line without breaking a progress bar that may be on the screen."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=stream or sys.stdout)
+
+
+def _usage(message: str) -> int:
+    _error(message)
+    return EXIT_USAGE
+
+
+def _close(writer: Any) -> None:
+    if writer is not None:
+        writer.close()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading progress bars from transformers while the command runs (restored after); its warnings, e.g.
+    about weights missing from a checkpoint, still show."""
+    from transformers.utils import logging as hf_logging
+
+    were_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if were_enabled:
+            hf_logging.enable_progress_bar()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

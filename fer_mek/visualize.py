@@ -1,0 +1,238 @@
+"""Pictures of predictions: annotated images and video frames, probability bar charts, attention overlays.
+
+Drawing uses PIL and OpenCV; charts use a matplotlib ``Figure`` with the Agg canvas (no ``pyplot``, no global
+state), so everything is safe in threads, servers and headless machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from .inference import FacePrediction
+
+#: Box colours, one per face (RGB), repeated when there are more faces.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+)
+_MAX_BARS = 10
+
+
+def face_color(index: int) -> tuple[int, int, int]:
+    """The drawing colour of face number ``index`` (0-based)."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def attention_heatmap(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map with values in ``[0, 1]`` resized (bilinear) to ``size = (width, height)`` and coloured (jet, RGB uint8)."""
+    import cv2
+
+    values = np.clip(np.asarray(attention, dtype=np.float32), 0.0, 1.0)
+    values = cv2.resize(values, (int(size[0]), int(size[1])), interpolation=cv2.INTER_LINEAR)
+    colored = cv2.applyColorMap(np.round(values * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
+
+
+def overlay_attention(crop: Image.Image, attention: np.ndarray | None, alpha: float = 0.45) -> Image.Image:
+    """The face crop blended with its attention heatmap (the crop unchanged when ``attention`` is ``None``).
+
+    Args:
+        crop: RGB face crop.
+        attention: Map in ``[0, 1]`` at any resolution (upsampled to the crop).
+        alpha: Weight of the heatmap.
+    """
+    crop = crop.convert("RGB")
+    if attention is None:
+        return crop.copy()
+    heat = attention_heatmap(attention, crop.size).astype(np.float32)
+    blended = (1.0 - alpha) * np.asarray(crop, dtype=np.float32) + alpha * heat
+    return Image.fromarray(np.clip(blended, 0, 255).round().astype(np.uint8))
+
+
+def probability_chart(
+    probabilities: Sequence[float] | np.ndarray,
+    labels: Sequence[str],
+    title: str | None = None,
+    width: float = 4.0,
+    dpi: int = 100,
+) -> Image.Image:
+    """A horizontal bar chart of class probabilities in the model's class order, the predicted class highlighted.
+
+    Args:
+        probabilities: ``[K]`` probabilities.
+        labels: ``[K]`` class names.
+        title: Optional title.
+        width: Figure width in inches (height follows the number of classes).
+        dpi: Resolution.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(probabilities) != len(labels):
+        raise ValueError(f"{len(probabilities)} probabilities for {len(labels)} labels")
+    best = int(np.argmax(probabilities))
+    figure = Figure(figsize=(width, 0.9 + 0.32 * len(labels)), dpi=dpi)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))
+    colors = ["#d62728" if i == best else "#7f7f7f" for i in positions]
+    axes.barh(positions, probabilities, color=colors)
+    axes.set_yticks(positions, list(labels))
+    axes.invert_yaxis()
+    axes.set_xlim(0.0, 1.0)
+    axes.set_xlabel("probability")
+    for y, p in zip(positions, probabilities, strict=True):
+        axes.text(min(p + 0.02, 0.85), y, f"{p:.0%}", va="center", fontsize=8)
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
+
+def annotate_image(
+    image: Image.Image,
+    faces: Sequence[FacePrediction],
+    alpha: float = 0.35,
+    panel: bool = True,
+    min_side: int = 480,
+    fixed_height: bool = False,
+) -> Image.Image:
+    """The image with, per face, the predicted class's attention map overlaid on the face crop area, a numbered box,
+    the predicted label, and (on a side panel) a probability bar per class.
+
+    Args:
+        image: The RGB image the faces were found in.
+        faces: Its predictions (:attr:`fer_mek.inference.ImageResult.faces`).
+        alpha: Weight of the attention heatmap (0 to leave faces as they are).
+        panel: Add the side panel with probability bars (and "no face found" when there is none).
+        min_side: Small images are enlarged until their longer side is this long, so that text stays legible.
+        fixed_height: Keep the image's height (video frames): panels that do not fit are summarised.
+    """
+    import cv2
+
+    image = image.convert("RGB")
+    scale = max(1.0, min_side / max(image.size))
+    if scale > 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    width, height = image.size
+    canvas = np.asarray(image, dtype=np.float32).copy()
+    for face in faces:
+        if face.attention is None or alpha <= 0:
+            continue
+        crop_width, crop_height = face.crop.size
+        heat = attention_heatmap(face.attention, (crop_width, crop_height)).astype(np.float32)
+        matrix = face.transform.astype(np.float64).copy()
+        matrix[:, :2] /= scale  # displayed image -> crop
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        warped = cv2.warpAffine(heat, matrix, (width, height), flags=flags, borderValue=(0, 0, 0))
+        ones = np.ones((crop_height, crop_width), np.float32)
+        mask = cv2.warpAffine(ones, matrix, (width, height), flags=flags)[..., None]
+        canvas = canvas * (1.0 - alpha * mask) + warped * (alpha * mask)
+    annotated = Image.fromarray(np.clip(canvas, 0, 255).round().astype(np.uint8))
+
+    draw = ImageDraw.Draw(annotated)
+    font = _font(max(12, round(min(width, height) / 32)))
+    line = max(2, round(min(width, height) / 240))
+    for number, face in enumerate(faces, start=1):
+        color = face_color(number - 1)
+        left, top, right, bottom = (round(v * scale) for v in face.box.xyxy)
+        draw.rectangle((left, top, right - 1, bottom - 1), outline=color, width=line)
+        text = f"{number} {face.label} {face.score:.0%}" if len(faces) > 1 else f"{face.label} {face.score:.0%}"
+        text_box = draw.textbbox((0, 0), text, font=font)
+        text_w, text_h = text_box[2] - text_box[0], text_box[3] - text_box[1]
+        y = top - text_h - 2 * line if top - text_h - 2 * line >= 0 else min(bottom, height - text_h - 2 * line)
+        x = min(max(left, 0), max(width - text_w - 2 * line, 0))
+        draw.rectangle((x, y, x + text_w + 2 * line, y + text_h + 2 * line), fill=color)
+        draw.text((x + line - text_box[0], y + line - text_box[1]), text, fill=_text_color(color), font=font)
+    if not panel:
+        return annotated
+    return _with_panel(annotated, faces, fixed_height)
+
+
+def _with_panel(annotated: Image.Image, faces: Sequence[FacePrediction], fixed_height: bool) -> Image.Image:
+    width, height = annotated.size
+    panel_width = max(240, round(height * 0.5))
+    font_size = max(12, round(panel_width / 18))
+    font, bold = _font(font_size), _font(round(font_size * 1.1))
+    row = round(font_size * 1.45)
+    pad = round(font_size * 0.8)
+    blocks = [min(len(face.labels), _MAX_BARS) + 1 for face in faces]
+    needed = pad + sum(rows * row + pad for rows in blocks) if faces else pad + 2 * row
+    total_height = height if fixed_height else max(height, needed)
+    out = Image.new("RGB", (width + panel_width, total_height), (255, 255, 255))
+    out.paste(annotated, (0, 0))
+    draw = ImageDraw.Draw(out)
+    x0, y = width + pad, pad
+    if not faces:
+        draw.text((x0, y), "no face found", fill=(0, 0, 0), font=bold)
+        return out
+    label_width = max(draw.textlength(name, font=font) for face in faces for name in face.labels[:_MAX_BARS])
+    label_width = min(label_width, panel_width * 0.45)
+    bar_left = x0 + label_width + pad / 2
+    bar_right = width + panel_width - pad - draw.textlength("100%", font=font) - pad / 2
+    for number, (face, rows) in enumerate(zip(faces, blocks, strict=True), start=1):
+        if y + rows * row > total_height:
+            draw.text((x0, y), f"+{len(faces) - number + 1} more faces", fill=(0, 0, 0), font=font)
+            break
+        color = face_color(number - 1)
+        title = f"{face.label} {face.score:.0%}"
+        title = f"face {number}: {title}" if len(faces) > 1 else title
+        draw.rectangle((x0, y + row * 0.15, x0 + row * 0.7, y + row * 0.85), fill=color)
+        draw.text((x0 + row, y), title, fill=(0, 0, 0), font=bold)
+        y += row
+        shown = [name for name, _ in face.top_k(_MAX_BARS)] if len(face.labels) > _MAX_BARS else list(face.labels)
+        for name in shown:
+            p = float(face.probabilities[face.labels.index(name)])
+            draw.text((x0, y), _fit(draw, name, font, label_width), fill=(40, 40, 40), font=font)
+            top, bottom = y + row * 0.2, y + row * 0.8
+            draw.rectangle((bar_left, top, bar_right, bottom), outline=(200, 200, 200))
+            fill = color if name == face.label else (150, 150, 150)
+            draw.rectangle((bar_left, top, bar_left + (bar_right - bar_left) * p, bottom), fill=fill)
+            draw.text((bar_right + pad / 2, y), f"{p:.0%}", fill=(40, 40, 40), font=font)
+            y += row
+        y += pad
+    return out
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font (no system fonts needed; Pillow < 10.1 has only a small bitmap font)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # pragma: no cover - Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+__all__ = [
+    "PALETTE",
+    "annotate_image",
+    "attention_heatmap",
+    "face_color",
+    "overlay_attention",
+    "probability_chart",
+]

@@ -1,0 +1,121 @@
+"""Web demo of fer-mek: upload a photo or use the webcam -> annotated faces, expression probabilities, attention maps.
+
+Run locally (one command, from the repository root, after ``pip install -e ".[demo]"``)::
+
+    python hub/space/app.py --model path/to/model-or-hub-id
+
+As a Hugging Face Space, set the Space variable ``FER_MEK_MODEL`` to the model's Hub id (see README.md here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+try:
+    import fer_mek  # noqa: F401 - registers the MEK classes with transformers
+except ImportError:  # running from a source checkout without installing: use the package two folders up
+    _root = Path(__file__).resolve().parents[2]
+    if not (_root / "fer_mek" / "__init__.py").is_file():
+        raise
+    sys.path.insert(0, str(_root))
+    import fer_mek  # noqa: F401
+
+import gradio as gr
+from PIL import Image
+
+from fer_mek.inference import FERPredictor, ImageLoadError, ModelLoadError
+
+TITLE = "Facial expressions with MEK"
+DESCRIPTION = (
+    "Upload a photo or take one with the webcam. Every face is found (MTCNN), cropped and classified by a MEK model; "
+    "the heatmap is the model's class attention map for the expression it predicts: where it looked."
+)
+
+
+def analyze(
+    predictor: FERPredictor, image: Image.Image | None
+) -> tuple[Image.Image | None, dict[str, float], list, str]:
+    """What the demo shows for one picture.
+
+    Returns:
+        ``(annotated image, probabilities of the first face by class name, gallery of (picture, caption), status)``.
+
+    Raises:
+        gr.Error: No picture, or a picture that cannot be read (shown to the user as a message).
+    """
+    if image is None:
+        raise gr.Error("Upload a photo or take one with the webcam first.")
+    try:
+        analysis = predictor.analyze(image)
+    except ImageLoadError as error:
+        raise gr.Error(str(error)) from error
+    faces = analysis.faces
+    if not faces:
+        return analysis.annotated, {}, [], "No face found. Try a photo where a face is clearly visible."
+    gallery: list[tuple[Image.Image, str]] = []
+    for number, (face, overlay, chart) in enumerate(zip(faces, analysis.overlays, analysis.charts, strict=True), 1):
+        gallery.append((overlay, f"face {number}: attention map for '{face.label}'"))
+        gallery.append((chart, f"face {number}: probabilities"))
+    probabilities = {name: float(p) for name, p in zip(faces[0].labels, faces[0].probabilities, strict=True)}
+    summary = "; ".join(f"face {i}: {face.label} ({face.score:.0%})" for i, face in enumerate(faces, 1))
+    return analysis.annotated, probabilities, gallery, f"{len(faces)} face(s) found - {summary}"
+
+
+def build_demo(predictor: FERPredictor) -> gr.Blocks:
+    """The Gradio app around a predictor."""
+
+    def run(image: Image.Image | None) -> tuple[Any, ...]:
+        return analyze(predictor, image)
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{DESCRIPTION}\n\nClasses: {', '.join(predictor.labels)}.")
+        with gr.Row():
+            with gr.Column():
+                picture = gr.Image(type="pil", sources=["upload", "webcam"], label="Photo", elem_id="input-image")
+                button = gr.Button("Analyze", variant="primary", elem_id="analyze")
+            with gr.Column():
+                annotated = gr.Image(type="pil", label="Faces", elem_id="annotated", format="png")
+                status = gr.Textbox(label="Result", interactive=False, elem_id="status")
+                label = gr.Label(num_top_classes=len(predictor.labels), label="Face 1: expression", elem_id="label")
+        gallery = gr.Gallery(
+            label="Attention maps and probabilities per face",
+            columns=4,
+            object_fit="contain",
+            height=360,
+            elem_id="gallery",
+        )
+        button.click(run, inputs=picture, outputs=[annotated, label, gallery, status], api_name="analyze")
+    return demo
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start the demo server."""
+    parser = argparse.ArgumentParser(description=TITLE)
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="model folder or Hub id; repeat for an ensemble (default: $FER_MEK_MODEL)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    parser.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation")
+    parser.add_argument("--clahe", action="store_true", help="CLAHE on face crops")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to serve on")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port")
+    args = parser.parse_args(argv)
+    models = args.model or ([os.environ["FER_MEK_MODEL"]] if os.environ.get("FER_MEK_MODEL") else None)
+    if not models:
+        parser.error("give --model FOLDER_OR_HUB_ID or set FER_MEK_MODEL")
+    try:
+        predictor = FERPredictor(models, device=args.device, tta=args.tta, clahe=args.clahe)
+    except (ModelLoadError, ImportError) as error:
+        parser.exit(2, f"error: {error}\n")
+    build_demo(predictor).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()
