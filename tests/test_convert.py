@@ -182,3 +182,4 @@ def test_convert_script_end_to_end(tmp_path, capsys):
     assert script.main(["--checkpoint", str(tmp_path / "backbone.pth"), "--backbone", "resnet18",
                         "--output", str(tmp_path / "out2")]) == 0
     assert "must be trained" in capsys.readouterr().out
+
