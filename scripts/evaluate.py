@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction used in training (default: 0.1)")
     parser.add_argument("--split-seed", type=int, default=0, help="split seed used in training (default: 0)")
     parser.add_argument("--synthetic-images", type=int, default=4000, help="synthetic source: number of images (default: 4000)")
+    parser.add_argument("--synthetic-image-size", type=int, default=112, help="synthetic source: image side used in training (default: 112)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default: none)")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     kwargs: dict[str, Any] = {"val_fraction": args.val_fraction, "seed": args.split_seed}
     if args.source == "synthetic":
-        kwargs["num_images"] = args.synthetic_images
+        kwargs.update(num_images=args.synthetic_images, image_size=args.synthetic_image_size)
     dataset = load_source(args.source, args.data_root, **kwargs)[args.split]
     data_labels = list(dataset.features["label"].names)
     if data_labels != model_labels:

@@ -56,6 +56,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.1, metadata={"help": "stratified fraction of train held out for validation"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split (recorded in results.json)"})
     synthetic_images: int = field(default=4000, metadata={"help": "synthetic source: number of images (train+validation+test)"})
+    synthetic_image_size: int = field(default=112, metadata={"help": "synthetic source: side of the generated images (draw them at the model's input size to skip a resize)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip unreadable images and bad rows (listed in results.json) instead of stopping"})
     # Model
     backbone: str = field(default="resnet18", metadata={"help": "timm backbone name, e.g. resnet18, resnet34, swin_tiny_patch4_window7_224"})
@@ -353,7 +354,7 @@ class Trainer:
         config = self.config
         kwargs: dict[str, Any] = {"val_fraction": config.val_fraction, "seed": config.split_seed}
         if config.source == "synthetic":
-            kwargs["num_images"] = config.synthetic_images
+            kwargs.update(num_images=config.synthetic_images, image_size=config.synthetic_image_size)
         else:
             kwargs["skip_bad"] = config.skip_bad
         # Main process first: it builds caches (synthetic images, parsed CSVs) that the others then read.

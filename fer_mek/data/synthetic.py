@@ -6,7 +6,7 @@ facial expressions rests on them**.
 
 Each expression is a set of facial-action deltas from a neutral face (brow height / inner-brow raise / arch, eye
 opening and lids, mouth corners / opening / width, upper-lip raise, lip pressing, nose wrinkle, cheek folds),
-scaled by a random intensity (0.5-1) and perturbed by per-image noise, so weak expressions drift towards neutral.
+scaled by a random intensity (0.8-1.5) and perturbed by per-image noise, so weak expressions drift towards neutral.
 Three look-alike pairs share most actions, as in real data (indices in ``RAFDB_LABELS`` order): 0/1 (brows up, eyes
 wide, mouth open: round vs. stretched mouth, inner brows drawn up), 2/5 (brows down, squint: wrinkled nose and
 raised upper lip vs. pressed lips and a V-shaped brow) and 4/6 (sad = raised inner brows and lowered corners, weak
@@ -50,7 +50,7 @@ __all__ = [
 #: RAF-DB basic training images per class, in ``RAFDB_LABELS`` order: the default class proportions.
 RAFDB_TRAIN_COUNTS: tuple[int, ...] = (1290, 281, 717, 4772, 1982, 705, 2524)
 #: Bump when the drawing changes: it is part of the cache key.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _JPEG_QUALITY = 95
 _ACTIONS = (
     "brow_raise", "brow_inner", "brow_arch", "eye_open", "lower_lid", "lid_tilt", "mouth_curve",
@@ -97,7 +97,7 @@ def _sample_actions(label: int, rng: np.random.Generator) -> dict[str, float]:
     proto = _PROTOTYPES[label]
     # Intensity and noise set the difficulty: pronounced enough that a small CNN trained from scratch on a CPU for a
     # few minutes learns the classes, weak enough that the look-alike pairs stay confusable.
-    intensity = 0.0 if label == _NEUTRAL_INDEX else float(rng.uniform(0.5, 1.0))
+    intensity = 0.0 if label == _NEUTRAL_INDEX else float(rng.uniform(0.8, 1.5))
     noise = rng.normal(0.0, 0.10, len(_ACTIONS))
     actions = {name: intensity * proto.get(name, 0.0) + float(noise[i]) for i, name in enumerate(_ACTIONS)}
     variant = rng.random()
