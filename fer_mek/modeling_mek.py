@@ -261,6 +261,7 @@ class MEKForImageClassification(MEKPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         flipped_pixel_values: torch.Tensor | None = None,
+        single_pass: bool = False,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> MEKImageClassifierOutput | tuple:
@@ -269,20 +270,34 @@ class MEKForImageClassification(MEKPreTrainedModel):
         labels: Class indices ``[B]``; when given, the loss is computed.
         flipped_pixel_values: ``pixel_values`` flipped horizontally (``pixel_values.flip(-1)`` of the same augmented
             image); with ``labels``, adds the attention consistency term.
+        single_pass: Run the backbone once over ``[pixel_values; flipped_pixel_values]`` instead of twice (the
+            reference). Faster; in training mode BatchNorm then normalises with statistics of both halves together
+            (and updates its running statistics once per step, not twice). In eval mode the two are equal.
         """
         if flipped_pixel_values is not None and labels is None:
             raise ValueError("flipped_pixel_values only enter the training loss: pass labels too")
-        output = self.mek(pixel_values)
+        if flipped_pixel_values is not None and flipped_pixel_values.shape != pixel_values.shape:
+            raise ValueError(
+                f"flipped_pixel_values has shape {tuple(flipped_pixel_values.shape)}, "
+                f"pixel_values {tuple(pixel_values.shape)}: they must be the same images, flipped"
+            )
+        flipped_maps = None
+        if flipped_pixel_values is not None and single_pass:
+            both = self.mek(torch.cat([pixel_values, flipped_pixel_values]))
+            half = pixel_values.shape[0]
+            output = MEKModelOutput(
+                logits=both.logits[:half],
+                attention_maps=both.attention_maps[:half],
+                pooler_output=None if both.pooler_output is None else both.pooler_output[:half],
+                last_hidden_state=both.last_hidden_state[:half],
+            )
+            flipped_maps = both.attention_maps[half:]
+        else:
+            output = self.mek(pixel_values)
+            if flipped_pixel_values is not None:
+                flipped_maps = self.mek(flipped_pixel_values).attention_maps
         loss = terms = None
         if labels is not None:
-            flipped_maps = None
-            if flipped_pixel_values is not None:
-                if flipped_pixel_values.shape != pixel_values.shape:
-                    raise ValueError(
-                        f"flipped_pixel_values has shape {tuple(flipped_pixel_values.shape)}, "
-                        f"pixel_values {tuple(pixel_values.shape)}: they must be the same images, flipped"
-                    )
-                flipped_maps = self.mek(flipped_pixel_values).attention_maps
             terms = self.loss_fn(
                 output.logits,
                 labels.to(output.logits.device),

@@ -7,8 +7,9 @@ Examples:
     python scripts/evaluate.py --model user/fer-mek --source fer2013 --data-root fer2013.csv --tta tencrop \\
         --output metrics.json
 
-The dataset options (split fraction and seed) must be those of training for ``--split validation`` to be the
-training run's validation split; the test split does not depend on them.
+The dataset options (source, root, split fraction and seed, synthetic set size) default to those of the training run
+when ``--model`` is a run's ``best/`` or ``last/`` folder (read from the run's ``train_config.yaml``), so that the
+split evaluated is the run's; options given on the command line win.
 """
 
 from __future__ import annotations
@@ -32,19 +33,40 @@ SOURCES = ("synthetic", "rafdb", "fer2013", "folder", "hub")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a saved model folder (e.g. RUN/best) or a Hub model id")
-    parser.add_argument("--source", choices=SOURCES, default="synthetic", help="dataset source (default: synthetic)")
-    parser.add_argument("--data-root", default=None, help="dataset file, folder or Hub id (all sources but synthetic)")
+    parser.add_argument("--source", choices=SOURCES, default=None, help="dataset source (default: the run's, else synthetic)")
+    parser.add_argument("--data-root", default=None, help="dataset file, folder or Hub id (all sources but synthetic; default: the run's)")
     parser.add_argument("--split", choices=("test", "validation", "train"), default="test", help="split (default: test)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction used in training (default: 0.1)")
-    parser.add_argument("--split-seed", type=int, default=0, help="split seed used in training (default: 0)")
-    parser.add_argument("--synthetic-images", type=int, default=4000, help="synthetic source: number of images (default: 4000)")
-    parser.add_argument("--synthetic-image-size", type=int, default=112, help="synthetic source: image side used in training (default: 112)")
+    parser.add_argument("--val-fraction", type=float, default=None, help="validation fraction used in training (default: the run's, else 0.1)")
+    parser.add_argument("--split-seed", type=int, default=None, help="split seed used in training (default: the run's, else 0)")
+    parser.add_argument("--synthetic-images", type=int, default=None, help="synthetic source: number of images (default: the run's, else the default recipe's 12000)")
+    parser.add_argument("--synthetic-image-size", type=int, default=None, help="synthetic source: image side (default: the run's, else the default recipe's 64)")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default: none)")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--output", default=None, help="write the metrics to this JSON file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    fill_from_run(args)
+    return args
+
+
+#: Dataset options read from a run's train_config.yaml, with the fallback when there is no run.
+RUN_OPTIONS = {"source": "synthetic", "data_root": None, "val_fraction": 0.1, "split_seed": 0,
+               "synthetic_images": 12000, "synthetic_image_size": 64}
+
+
+def fill_from_run(args: argparse.Namespace) -> None:
+    """Options not given on the command line: from ``<model>/../train_config.yaml`` when the model is a run's
+    folder, else :data:`RUN_OPTIONS`."""
+    run_config: dict[str, Any] = {}
+    saved = Path(args.model).expanduser().parent / "train_config.yaml"
+    if Path(args.model).expanduser().is_dir() and saved.is_file():
+        import yaml
+
+        run_config = yaml.safe_load(saved.read_text()) or {}
+    for name, fallback in RUN_OPTIONS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, run_config.get(name, fallback))
 
 
 @torch.no_grad()

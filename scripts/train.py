@@ -42,7 +42,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = REPO_ROOT / "configs"
 # Options that may change between a run and its resumption; every other option must match the saved run.
-RESUMABLE_OPTIONS = {"resume", "overwrite", "epochs", "num_workers", "log_with", "checkpoint_every", "max_steps"}
+RESUMABLE_OPTIONS = {"resume", "overwrite", "epochs", "num_workers", "log_with", "checkpoint_every", "max_steps",
+                     "channels_last", "compile"}
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split (recorded in results.json)"})
     synthetic_images: int = field(default=4000, metadata={"help": "synthetic source: number of images (train+validation+test)"})
     synthetic_image_size: int = field(default=112, metadata={"help": "synthetic source: side of the generated images (draw them at the model's input size to skip a resize)"})
+    data_pipeline: str = field(default="cached", metadata={"help": "cached: decode and resize every image once into a memory-mapped uint8 cache, augment whole batches on the device (fast); per-sample: PIL decode + timm transforms per image in DataLoader workers (any timm auto-augment policy)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip unreadable images and bad rows (listed in results.json) instead of stopping"})
     # Model
     backbone: str = field(default="resnet18", metadata={"help": "timm backbone name, e.g. resnet18, resnet34, swin_tiny_patch4_window7_224"})
@@ -68,6 +70,7 @@ class TrainConfig:
     method: str = field(default="mek", metadata={"help": "mek (RSL + attention consistency on the flipped pair) or baseline (plain cross-entropy)"})
     smoothing: float = field(default=0.3, metadata={"help": "MEK re-balanced label smoothing epsilon"})
     attention_weight: float = field(default=0.1, metadata={"help": "MEK attention consistency weight lambda"})
+    single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (faster; BatchNorm statistics then span both halves)"})
     # Optimisation
     epochs: int = field(default=40, metadata={"help": "number of epochs"})
     batch_size: int = field(default=64, metadata={"help": "batch size per process"})
@@ -80,6 +83,8 @@ class TrainConfig:
     gamma: float = field(default=0.9, metadata={"help": "per-epoch decay of the exponential scheduler"})
     clip_grad_norm: float = field(default=5.0, metadata={"help": "gradient norm clipping (0: off)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format for model and inputs (faster convolutions)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps on a GPU)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the weights (timm ModelEmaV3) with this decay; 0: off. Evaluation and saved weights use the EMA"})
     balanced_sampler: bool = field(default=False, metadata={"help": "sample classes equally often (WeightedRandomSampler)"})
     auto_augment: str = field(default="rand-m9-mstd0.5-inc1", metadata={"help": "timm RandAugment policy ('' for none)"})
@@ -94,12 +99,13 @@ class TrainConfig:
     checkpoint_every: int = field(default=0, metadata={"help": "also checkpoint every N optimizer steps (0: at epoch ends only)"})
     max_steps: int = field(default=0, metadata={"help": "stop after N optimizer steps in total (0: no limit; for smoke tests)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, sampling and augmentation"})
-    num_workers: int = field(default=2, metadata={"help": "DataLoader workers per process"})
+    num_workers: int = field(default=-1, metadata={"help": "DataLoader workers per process; -1: automatic (the CPU cores a process can spare)"})
     log_with: str = field(default="tensorboard", metadata={"help": "tracker: tensorboard or none"})
 
 
 CHOICES = {
     "source": ("synthetic", "rafdb", "fer2013", "folder", "hub"),
+    "data_pipeline": ("cached", "per-sample"),
     "head": ("linear", "conv_bn"),
     "method": ("mek", "baseline"),
     "optimizer": ("adamw", "adam", "sgd"),
@@ -171,6 +177,12 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "grad_accum", "image_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.num_workers < -1:
+        raise ValueError(f"--num-workers must be -1 (automatic) or at least 0, got {config.num_workers}")
+    if config.data_pipeline == "cached" and config.auto_augment:
+        from fer_mek.data.batch_augment import parse_rand_augment
+
+        parse_rand_augment(config.auto_augment)  # a policy the batched pipeline cannot run fails here, not later
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     if config.init not in ("random", "timm") and not Path(config.init).is_file():
@@ -333,6 +345,7 @@ class Trainer:
         set_seed(config.seed, device_specific=False)
         self.state = TrainerState()
         self.interrupted = False
+        self.step_times: list[float] = []  # perf_counter() after each training step (benchmarks read it)
 
     # -- logging helpers
     def print(self, *args: Any) -> None:
@@ -388,34 +401,83 @@ class Trainer:
         if config.init != "random":
             self.init_report = load_backbone_weights(self.model, config.init)
         self.processor = MEKImageProcessor.from_model_config(model_config)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def resolve_num_workers(self) -> int:
+        """--num-workers, or with -1 the cores this process can spare: the cached pipeline only copies batches out of
+        a memory map, so on a CPU device workers would just compete with the model; per-sample decoding needs them."""
+        import os
+
+        if self.config.num_workers >= 0:
+            return self.config.num_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        per_process = max(1, cores // self.accelerator.num_processes)
+        if self.config.data_pipeline == "cached":
+            return 0 if self.accelerator.device.type == "cpu" else min(2, per_process)
+        return min(8, max(1, per_process - 1))
 
     def build_loaders(self) -> None:
         from torch.utils.data import DataLoader
 
-        from fer_mek.data import collate_fn, make_transform
-
         config = self.config
-        train_transform = make_transform(self.processor, train=True, with_flip=config.method == "mek",
-                                         auto_augment=config.auto_augment or None, re_prob=config.re_prob)
-        train = SeededAugmentation(self.dataset["train"], train_transform, config.seed)
+        self.num_workers = self.resolve_num_workers()
+        loader_kwargs: dict[str, Any] = {
+            "batch_size": config.batch_size, "num_workers": self.num_workers,
+            "pin_memory": self.accelerator.device.type == "cuda", "persistent_workers": self.num_workers > 0,
+        }
         weights = None
         if config.balanced_sampler:
             counts = self.class_counts["train"]
             weights = [1.0 / counts[label] for label in self.dataset["train"]["label"]]
-        self.train_sampler = EpochSampler(len(train), config.seed, weights)
-        loader_kwargs = {
-            "batch_size": config.batch_size, "num_workers": config.num_workers, "collate_fn": collate_fn,
-            "pin_memory": torch.cuda.is_available(), "persistent_workers": config.num_workers > 0,
-        }
+        self.train_sampler = EpochSampler(len(self.dataset["train"]), config.seed, weights)
+        if config.data_pipeline == "cached":
+            from fer_mek.data import identity_collate
+
+            train, evals = self._cached_datasets()
+            loader_kwargs["collate_fn"] = identity_collate
+        else:
+            from fer_mek.data import collate_fn, make_transform
+
+            train_transform = make_transform(self.processor, train=True, with_flip=config.method == "mek",
+                                             auto_augment=config.auto_augment or None, re_prob=config.re_prob)
+            train = SeededAugmentation(self.dataset["train"], train_transform, config.seed)
+            eval_transform = make_transform(self.processor, train=False, with_flip=False)
+            evals = {split: self.dataset[split].with_transform(eval_transform) for split in ("validation", "test")}
+            loader_kwargs["collate_fn"] = collate_fn
         self.train_loader = DataLoader(train, sampler=self.train_sampler, drop_last=True, **loader_kwargs)
-        self.eval_transform = make_transform(self.processor, train=False, with_flip=False)
-        self.eval_loaders = {
-            split: DataLoader(self.dataset[split].with_transform(self.eval_transform), shuffle=False, **loader_kwargs)
-            for split in ("validation", "test")
-        }
+        self.eval_loaders = {split: DataLoader(data, shuffle=False, **loader_kwargs) for split, data in evals.items()}
         if len(self.train_loader) == 0:
             raise ValueError(f"the train split has {len(self.dataset['train'])} images, fewer than one batch "
                              f"(--batch-size {config.batch_size}); lower the batch size")
+
+    def _cached_datasets(self) -> tuple[Any, dict[str, Any]]:
+        """Pixel caches of every split (built once, by the main process first) and the batched augmentation."""
+        from fer_mek.data import BatchAugmentation, CachedImages, cached_pixels, default_cache_dir
+        from fer_mek.data.cache import describe_cache
+        from fer_mek.data.transforms import processor_settings
+
+        config, accelerator = self.config, self.accelerator
+        settings = processor_settings(self.processor)
+        size = (settings["height"], settings["width"])
+        interpolation = str(getattr(settings["interpolation"], "value", settings["interpolation"]))
+        pixels = {}
+        with accelerator.main_process_first():
+            for split in ("train", "validation", "test"):
+                pixels[split] = cached_pixels(
+                    self.dataset[split], size, interpolation=interpolation, cache_dir=default_cache_dir(),
+                    show_progress=accelerator.is_local_main_process,
+                )
+        self.print(f"pixel cache: train {describe_cache(pixels['train'])}")
+        self.augment = BatchAugmentation(
+            size, settings["mean"], settings["std"], auto_augment=config.auto_augment or None,
+            re_prob=config.re_prob, normalize=settings["normalize"],
+        ).to(accelerator.device)
+        self.eval_mean = self.augment.mean if settings["normalize"] else torch.zeros_like(self.augment.mean)
+        self.eval_std = self.augment.std if settings["normalize"] else torch.ones_like(self.augment.std)
+        train = CachedImages(pixels["train"], self.dataset["train"]["label"], seed=config.seed)
+        evals = {split: CachedImages(pixels[split], self.dataset[split]["label"]) for split in ("validation", "test")}
+        return train, evals
 
     def build_optimization(self) -> None:
         import timm.optim
@@ -423,8 +485,10 @@ class Trainer:
         config = self.config
         total_batch = config.batch_size * config.grad_accum * self.accelerator.num_processes
         self.lr = config.lr if config.lr is not None else 5e-4 * total_batch / 512
+        # torch's fused Adam(W) kernels: one launch per step instead of one per tensor on a GPU.
+        fused = {"fused": True} if config.optimizer in ("adam", "adamw") and self.accelerator.device.type == "cuda" else {}
         self.optimizer = timm.optim.create_optimizer_v2(
-            self.model, opt=config.optimizer, lr=self.lr, weight_decay=config.weight_decay
+            self.model, opt=config.optimizer, lr=self.lr, weight_decay=config.weight_decay, **fused
         )
         # Scheduler steps are optimizer steps of one process; accelerate scales them for N processes.
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
@@ -432,6 +496,10 @@ class Trainer:
         (self.model, self.optimizer, self.train_loader, self.scheduler) = self.accelerator.prepare(
             self.model, self.optimizer, self.train_loader, self.scheduler
         )
+        if config.compile:
+            # The wrapped module's forward is compiled in place: checkpoints, unwrap_model and save_pretrained keep
+            # the plain module and its parameter names.
+            self.accelerator.unwrap_model(self.model).compile()
         self.eval_loaders = {k: self.accelerator.prepare_data_loader(v) for k, v in self.eval_loaders.items()}
         self.ema = None
         if config.ema_decay > 0:
@@ -492,7 +560,7 @@ class Trainer:
         predictions, references = [], []
         for batch in self.eval_loaders[split]:
             with self.accelerator.autocast():
-                logits = model(pixel_values=batch["pixel_values"]).logits
+                logits = model(pixel_values=self.eval_pixel_values(batch)).logits
             # gather_for_metrics drops the samples that pad the last batch of an uneven split across processes.
             preds, refs = self.accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
             predictions.append(preds.cpu())
@@ -501,6 +569,46 @@ class Trainer:
         return compute_metrics(torch.cat(predictions), torch.cat(references), self.label_names)
 
     # -- the loop
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The model's training inputs from a batch of the train loader (already on the device): the cached
+        pipeline's uint8 images are augmented here, on the device; the flip pair is built after augmentation."""
+        if "images" in batch:
+            pixel_values = self.augment(batch["images"], batch["uniforms"])
+            inputs: dict[str, Any] = {"pixel_values": pixel_values, "labels": batch["labels"]}
+            if self.config.method == "mek":
+                inputs["flipped_pixel_values"] = pixel_values.flip(-1)
+        else:
+            inputs = {key: batch[key] for key in ("pixel_values", "labels", "flipped_pixel_values") if key in batch}
+        if self.config.channels_last:
+            for key in ("pixel_values", "flipped_pixel_values"):
+                if key in inputs:
+                    inputs[key] = inputs[key].contiguous(memory_format=torch.channels_last)
+        if "flipped_pixel_values" in inputs:
+            inputs["single_pass"] = self.config.single_pass
+        return inputs
+
+    def eval_pixel_values(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised evaluation inputs of an evaluation batch: the cached pipeline's uint8 images on the device,
+        converted with the evaluation transform's operations (bit-identical to the per-sample pipeline)."""
+        if "images" not in batch:
+            return batch["pixel_values"]
+        pixels = batch["images"].contiguous()  # the cache is NHWC: a permuted view would switch conv kernels
+        return pixels.float().mul_(1.0 / 255.0).sub_(self.eval_mean).div_(self.eval_std)
+
+    def train_step(self, inputs: dict[str, torch.Tensor]) -> Any:
+        """Forward, backward, clipping and (at accumulation boundaries) one optimizer and scheduler step on model
+        inputs already on the device (``pixel_values``, ``labels``, optional ``flipped_pixel_values``)."""
+        config, accelerator = self.config, self.accelerator
+        with accelerator.accumulate(self.model):
+            outputs = self.model(**inputs)
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients and config.clip_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return outputs
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         from tqdm.auto import tqdm
 
@@ -517,23 +625,14 @@ class Trainer:
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", initial=self.state.step_in_epoch,
                         total=len(self.train_loader), disable=not accelerator.is_local_main_process, leave=False)
         for batch in progress:
-            with accelerator.accumulate(self.model):
-                outputs = self.model(
-                    pixel_values=batch["pixel_values"], labels=batch["labels"],
-                    flipped_pixel_values=batch.get("flipped_pixel_values"),
-                )
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and config.clip_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            outputs = self.train_step(self.model_inputs(batch))
             self.state.step_in_epoch += 1
             for key in sums:
                 value = getattr(outputs, key, None)
                 if value is not None:
-                    sums[key] += float(value.detach())
+                    sums[key] += float(value.detach())  # also waits for the device: step_times are real
             seen += 1
+            self.step_times.append(time.perf_counter())
             if accelerator.sync_gradients:
                 self.state.global_step += 1
                 if self.ema is not None:
@@ -549,14 +648,18 @@ class Trainer:
         progress.close()
         return {f"train_{k}": v / max(seen, 1) for k, v in sums.items() if v or k == "loss"}
 
-    def run(self) -> dict[str, Any]:
-        config, accelerator, state = self.config, self.accelerator, self.state
-        started = time.time()
+    def setup(self) -> None:
+        """Run folder, data, model, loaders, optimizer and scheduler: everything before the first step."""
         self.prepare_run_folder()
         self.load_data()
         self.build_model()
         self.build_loaders()
         self.build_optimization()
+
+    def run(self) -> dict[str, Any]:
+        config, accelerator, state = self.config, self.accelerator, self.state
+        started = time.time()
+        self.setup()
         if config.resume:
             self.load_checkpoint()
         accelerator.init_trackers("fer-mek", config={k: v for k, v in dataclasses.asdict(config).items()
@@ -639,6 +742,7 @@ class Trainer:
         from fer_mek.plots import plot_confusion_matrix, plot_training_curves
 
         accelerator, state = self.accelerator, self.state
+        # Contiguous, as scripts/evaluate.py and users load it: the reported numbers are theirs to the last bit.
         best = MEKForImageClassification.from_pretrained(self.run_dir / "best").to(accelerator.device)
         val = self.evaluate("validation", best)
         test = self.evaluate("test", best)

@@ -68,8 +68,9 @@ def test_test_metrics_are_those_of_the_chosen_checkpoint(tiny_run):
     """The reported test numbers come from best/, evaluated once, and equal a fresh evaluation of best/."""
     evaluate_script = load_script("evaluate")
     run, results = tiny_run
-    again = evaluate_script.main(["--model", str(run / "best"), "--synthetic-images", "150", "--split", "test",
-                                  "--batch-size", "7", "--num-workers", "0"])
+    # The dataset options come from the run's train_config.yaml.
+    again = evaluate_script.main(["--model", str(run / "best"), "--split", "test", "--batch-size", "7",
+                                  "--num-workers", "0"])
     assert again["accuracy"] == results["test"]["accuracy"]
     assert again["confusion_matrix"] == results["test"]["confusion_matrix"]
 
@@ -80,6 +81,22 @@ def test_baseline_switch_trains_plain_cross_entropy(tmp_path):
     assert config["smoothing"] == 0.0 and config["attention_weight"] == 0.0
     assert results["method"] == "baseline"
     assert "train_attention_loss" not in results["history"][0]
+
+
+def test_reference_path_per_sample_pipeline_and_two_passes_still_trains(tmp_path):
+    """The per-sample pipeline (PIL + timm RandAugment in workers) with the reference's two forward passes."""
+    results = train.main([*TINY, "--epochs", "1", "--data-pipeline", "per-sample", "--no-single-pass",
+                          "--no-channels-last", "--auto-augment", "rand-m9-mstd0.5-inc1", "--re-prob", "0.25",
+                          "--output-dir", str(tmp_path / "ref")])
+    assert results["config"]["data_pipeline"] == "per-sample" and results["config"]["single_pass"] is False
+    assert results["history"][0]["train_attention_loss"] > 0
+
+
+def test_cached_pipeline_with_the_official_augmentation_trains(tmp_path):
+    results = train.main([*TINY, "--epochs", "1", "--auto-augment", "rand-m9-mstd0.5-inc1", "--re-prob", "0.25",
+                          "--output-dir", str(tmp_path / "fast")])
+    assert results["config"]["data_pipeline"] == "cached" and results["config"]["single_pass"] is True
+    assert results["history"][0]["train_attention_loss"] > 0
 
 
 def test_resume_after_a_stop_mid_epoch_gives_the_same_weights(tmp_path):
@@ -147,6 +164,8 @@ def test_a_crash_while_saving_leaves_complete_folders_and_the_run_resumable(tmp_
         (["--init", "no/such/file.pth"], "not random, timm, nor an existing state_dict file"),
         (["--resume", "--overwrite"], "exclude each other"),
         (["--val-fraction", "1.5"], "--val-fraction must be in"),
+        (["--auto-augment", "augmix-m5"], "use --data-pipeline per-sample"),
+        (["--num-workers", "-3"], "--num-workers must be -1"),
     ],
 )
 def test_bad_options_are_clear_errors_before_training(tmp_path, argv, message):

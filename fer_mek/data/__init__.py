@@ -6,6 +6,9 @@ Every loader returns a ``datasets.DatasetDict`` with ``train`` / ``validation`` 
 is never used for it. :func:`get_metadata` returns how the data was built (source, ``val_fraction``, ``seed``,
 skipped bad items), :func:`summarize` / :func:`format_summary` the per-split class counts.
 
+Fast training path: :func:`cached_pixels` decodes and resizes each image once into a memory-mapped ``uint8``
+array, :class:`CachedImages` serves whole batches of it, :class:`BatchAugmentation` augments them on the device.
+
 Sources: :func:`load_rafdb`, :func:`load_fer2013`, :func:`load_image_folder`, :func:`load_hub_dataset`,
 :func:`load_synthetic` (the embedded default), or :func:`load_source` by name.
 
@@ -20,6 +23,8 @@ Example:
 This subpackage imports ``datasets``, timm and torchvision; ``import fer_mek`` does not import it.
 """
 
+from .batch_augment import NUM_UNIFORMS, BatchAugmentation
+from .cache import CachedImages, cached_pixels, identity_collate
 from .common import (
     SPLITS,
     BadInputLog,
@@ -45,19 +50,24 @@ from .transforms import (
 )
 
 __all__ = [
+    "NUM_UNIFORMS",
     "RAFDB_TRAIN_COUNTS",
     "SOURCES",
     "SPLITS",
     "BadInputLog",
+    "BatchAugmentation",
+    "CachedImages",
     "DataError",
     "MEKBatchTransform",
     "build_eval_transform",
     "build_train_transform",
+    "cached_pixels",
     "class_counts",
     "collate_fn",
     "default_cache_dir",
     "format_summary",
     "get_metadata",
+    "identity_collate",
     "load_fer2013",
     "load_hub_dataset",
     "load_image_folder",
