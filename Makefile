@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Tests never reach the network: the Hugging Face Hub is offline for them.
+# accelerate launch gives each process one CPU thread unless told otherwise: a CPU run wants all the cores.
+CPU_THREADS := $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)))")
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .PHONY: setup demo test test-all lint clean
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 # trained model used through the Auto classes and the pipeline.
 demo: setup
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/train.py --overwrite
+		--num_cpu_threads_per_process $(CPU_THREADS) scripts/train.py --overwrite
 	$(PY) scripts/demo.py --model runs/synthetic-mek/best
 
 test: setup

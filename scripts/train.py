@@ -39,6 +39,8 @@ import yaml
 # scripts/evaluate.py would shadow the `evaluate` package that fer_mek.metrics imports: keep this folder off the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from fer_mek.data.transforms import RAND_AUGMENT, RE_PROB  # noqa: E402  (the official MEK augmentation)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = REPO_ROOT / "configs"
 # Options that may change between a run and its resumption; every other option must match the saved run.
@@ -87,8 +89,8 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps on a GPU)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the weights (timm ModelEmaV3) with this decay; 0: off. Evaluation and saved weights use the EMA"})
     balanced_sampler: bool = field(default=False, metadata={"help": "sample classes equally often (WeightedRandomSampler)"})
-    auto_augment: str = field(default="rand-m9-mstd0.5-inc1", metadata={"help": "timm RandAugment policy ('' for none)"})
-    re_prob: float = field(default=0.25, metadata={"help": "random erasing probability"})
+    auto_augment: str = field(default=RAND_AUGMENT, metadata={"help": "timm RandAugment policy ('' for none)"})
+    re_prob: float = field(default=RE_PROB, metadata={"help": "random erasing probability"})
     # Selection and stopping
     select_metric: str = field(default="mean_class_accuracy", metadata={"help": "validation metric that chooses the best checkpoint"})
     early_stopping_patience: int = field(default=0, metadata={"help": "stop after this many epochs without improvement (0: off)"})
@@ -667,6 +669,7 @@ class Trainer:
         if self.tracker != config.log_with:
             self.print("note: tensorboard is not installed; training curves go to training_curves.png only")
         self.print(self.describe())
+        self.warn_single_thread()
 
         previous = signal.signal(signal.SIGINT, self._on_interrupt) if accelerator.is_main_process else None
         try:
@@ -726,13 +729,28 @@ class Trainer:
         print("\nCtrl-C: finishing the current step, saving a checkpoint, then exiting (Ctrl-C again to abort)",
               file=sys.stderr)
 
+    def warn_single_thread(self) -> None:
+        """`accelerate launch` gives every process one CPU thread unless told otherwise: on a CPU that halves (or
+        worse) the speed of a single-process run without a word."""
+        import os
+
+        if self.accelerator.device.type != "cpu":
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        spare = cores // self.accelerator.num_processes
+        if torch.get_num_threads() < spare:
+            self.print(f"note: {torch.get_num_threads()} CPU thread(s) per process but {spare} core(s) available; "
+                       f"`accelerate launch --num_cpu_threads_per_process {spare}` (or OMP_NUM_THREADS={spare}) "
+                       "uses them all")
+
     def describe(self) -> str:
         c = self.config
         counts = ", ".join(f"{n} {k}" for k, n in zip(self.label_names, self.class_counts["train"], strict=True))
         return (f"fer-mek training: {c.method} on {c.source} ({len(self.dataset['train'])} train / "
                 f"{len(self.dataset['validation'])} val / {len(self.dataset['test'])} test), {c.backbone} "
                 f"(init {self.init_report['source']}), {c.image_size}px, {c.epochs} epochs x {self.steps_per_epoch} "
-                f"steps, lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device}, "
+                f"steps, lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
+                f"({torch.get_num_threads()} CPU threads each), "
                 f"mixed precision {c.mixed_precision}\ntrain classes: {counts}")
 
     def finish(self, train_seconds: float) -> dict[str, Any]:

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .transforms import COLOR_JITTER, CROP_RATIO, CROP_SCALE, HFLIP, RAND_AUGMENT, RE_PROB, ROTATION
+
 __all__ = ["NUM_UNIFORMS", "BatchAugmentation", "parse_rand_augment"]
 
 #: Random numbers each sample needs (geometry 6, RandAugment 4 per layer for up to 3 layers, jitter 3, erasing 5).
@@ -110,13 +112,13 @@ class BatchAugmentation(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         *,
-        auto_augment: str | None = "rand-m9-mstd0.5-inc1",
-        re_prob: float = 0.25,
-        scale: tuple[float, float] = (0.8, 1.0),
-        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
-        rotation: float = 10.0,
-        hflip: float = 0.5,
-        color_jitter: float | None = 0.4,
+        auto_augment: str | None = RAND_AUGMENT,
+        re_prob: float = RE_PROB,
+        scale: tuple[float, float] = CROP_SCALE,
+        ratio: tuple[float, float] = CROP_RATIO,
+        rotation: float = ROTATION,
+        hflip: float = HFLIP,
+        color_jitter: float | None = COLOR_JITTER,
         interpolation: str = "bilinear",
         normalize: bool = True,
     ):

@@ -27,6 +27,16 @@ __all__ = [
     "processor_settings",
 ]
 
+# The MEK training augmentation (official code: RandAugment m9 mstd0.5 inc1, random erasing 0.25), shared by the
+# per-sample transform and the batched one (fer_mek.data.batch_augment).
+RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
+RE_PROB = 0.25
+CROP_SCALE = (0.8, 1.0)
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+ROTATION = 10.0
+HFLIP = 0.5
+COLOR_JITTER = 0.4
+
 _INTERPOLATIONS = {
     0: v2.InterpolationMode.NEAREST,
     1: v2.InterpolationMode.LANCZOS,
@@ -84,13 +94,13 @@ def processor_settings(image_processor: Any) -> dict[str, Any]:
 def build_train_transform(
     image_processor: Any,
     *,
-    auto_augment: str | None = "rand-m9-mstd0.5-inc1",
-    re_prob: float = 0.25,
-    scale: tuple[float, float] = (0.8, 1.0),
-    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
-    rotation: float = 10.0,
-    hflip: float = 0.5,
-    color_jitter: float | Sequence[float] | None = 0.4,
+    auto_augment: str | None = RAND_AUGMENT,
+    re_prob: float = RE_PROB,
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+    rotation: float = ROTATION,
+    hflip: float = HFLIP,
+    color_jitter: float | Sequence[float] | None = COLOR_JITTER,
     re_mode: str = "const",
     re_count: int = 1,
     interpolation: str = "bilinear",
