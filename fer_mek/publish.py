@@ -877,6 +877,23 @@ def build_card(
 
 
 # ------------------------------------------------------------------------------------------------------ assembly
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith(("/", "~", "\\\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")
+
+
+def public_results(results: Any) -> Any:
+    """``results.json`` as published: absolute local paths (data roots, run folders, backbone files, skipped images)
+    reduced to their last component, so that a model repository does not expose the trainer's file system.
+    Everything else — metrics, counts, settings — is kept as it is."""
+    if isinstance(results, dict):
+        return {key: public_results(value) for key, value in results.items()}
+    if isinstance(results, list):
+        return [public_results(value) for value in results]
+    if isinstance(results, str) and _is_local_path(results):
+        return Path(results.replace("\\", "/")).name or results
+    return results
+
 def assemble(
     run: Run,
     folder: str | os.PathLike,
@@ -904,7 +921,8 @@ def assemble(
             names.append(source.name)
     has_matrix = has_curves = False
     if run.test is not None:
-        shutil.copyfile(run.path / "results.json", folder / "results.json")
+        published = public_results(json.loads((run.path / "results.json").read_text()))
+        (folder / "results.json").write_text(json.dumps(published, indent=2, default=str) + "\n")
         names.append("results.json")
         image = run.path / "confusion_matrix.png"
         if image.is_file():

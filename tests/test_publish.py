@@ -148,7 +148,13 @@ def test_dry_run_writes_exactly_the_folder_to_upload(published, rafdb_run):
     assert sorted(result.files) == sorted(EXPECTED_FILES) and result.commit_url is None
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "modeling_mek.py"):
         assert (out / name).read_bytes() == (rafdb_run / "best" / name).read_bytes(), name
-    assert (out / "results.json").read_bytes() == (rafdb_run / "results.json").read_bytes()
+    # Published results: the run's, with local paths reduced to their last component.
+    published_results = json.loads((out / "results.json").read_text())
+    original = json.loads((rafdb_run / "results.json").read_text())
+    assert published_results["test"] == original["test"] and published_results["history"] == original["history"]
+    assert published_results["dataset"]["root"] == Path(original["dataset"]["root"]).name
+    assert published_results["config"]["output_dir"] == "run"
+    assert str(rafdb_run.parent) not in (out / "results.json").read_text()
     config = json.loads((out / "config.json").read_text())
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForImageClassification"}
     assert config["id2label"]["0"] == "surprise"
