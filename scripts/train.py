@@ -72,7 +72,7 @@ class TrainConfig:
     method: str = field(default="mek", metadata={"help": "mek (RSL + attention consistency on the flipped pair) or baseline (plain cross-entropy)"})
     smoothing: float = field(default=0.3, metadata={"help": "MEK re-balanced label smoothing epsilon"})
     attention_weight: float = field(default=0.1, metadata={"help": "MEK attention consistency weight lambda"})
-    single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (faster; BatchNorm statistics then span both halves)"})
+    single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (BatchNorm statistics then span both halves; measured faster at 64-112 px and slower at 224 px on a 2-core CPU: see BENCHMARKS.md)"})
     # Optimisation
     epochs: int = field(default=40, metadata={"help": "number of epochs"})
     batch_size: int = field(default=64, metadata={"help": "batch size per process"})
