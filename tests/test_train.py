@@ -238,3 +238,17 @@ def test_two_processes_give_the_metrics_of_a_single_process_evaluation(tmp_path)
                                    "--split", "validation", "--batch-size", "4", "--num-workers", "0"])
     for key in ("accuracy", "mean_class_accuracy", "macro_f1", "confusion_matrix", "num_samples"):
         assert single[key] == results["validation"][key], key
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_saves_plain_weights(tmp_path):
+    """--compile (torch.compile of the model's forward, about a minute of compilation on a CPU): the saved folder
+    has the plain parameter names and loads with the Auto classes."""
+    from transformers import AutoModelForImageClassification
+
+    run = tmp_path / "compiled"
+    train.main([*TINY, "--epochs", "1", "--compile", "--output-dir", str(run)])
+    names = set(load_file(run / "best" / "model.safetensors"))
+    assert names and not any("_orig_mod" in name for name in names)
+    model = AutoModelForImageClassification.from_pretrained(run / "best")
+    assert set(model.state_dict()) >= names
