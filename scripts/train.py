@@ -409,12 +409,9 @@ class Trainer:
     def resolve_num_workers(self) -> int:
         """--num-workers, or with -1 the cores this process can spare: the cached pipeline only copies batches out of
         a memory map, so on a CPU device workers would just compete with the model; per-sample decoding needs them."""
-        import os
-
         if self.config.num_workers >= 0:
             return self.config.num_workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        per_process = max(1, cores // self.accelerator.num_processes)
+        per_process = max(1, usable_cores() // self.accelerator.num_processes)
         if self.config.data_pipeline == "cached":
             return 0 if self.accelerator.device.type == "cpu" else min(2, per_process)
         return min(8, max(1, per_process - 1))
@@ -733,12 +730,9 @@ class Trainer:
     def warn_single_thread(self) -> None:
         """`accelerate launch` gives every process one CPU thread unless told otherwise: on a CPU that halves (or
         worse) the speed of a single-process run without a word."""
-        import os
-
         if self.accelerator.device.type != "cpu":
             return
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        spare = cores // self.accelerator.num_processes
+        spare = usable_cores() // self.accelerator.num_processes
         if torch.get_num_threads() < spare:
             self.print(f"note: {torch.get_num_threads()} CPU thread(s) per process but {spare} core(s) available; "
                        f"`accelerate launch --num_cpu_threads_per_process {spare}` (or OMP_NUM_THREADS={spare}) "
@@ -805,6 +799,13 @@ class Trainer:
             self.print(f"model: {self.run_dir / 'best'}   results: {self.run_dir / 'results.json'}")
             self.print("=" * 72)
         return results
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _tensorboard_available() -> bool:
