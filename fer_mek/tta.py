@@ -3,15 +3,23 @@
 ``flip``: the image and its mirror. ``tencrop``: the four corner crops and the centre crop of the image enlarged by
 8/7, and their mirrors — the ten-crop averaging of the FER-2013 literature, applied after the model's own
 preprocessing so that the views keep the model's input size.
+
+One implementation serves evaluation (:func:`tta_probabilities`, ``fer_mek.evaluation``) and prediction
+(:func:`tta_forward`, which also returns attention maps; ``fer_mek.inference.FERPredictor`` and ``fer-mek predict
+--tta``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 TTA_MODES = ("none", "flip", "tencrop")
+#: One of :data:`TTA_MODES`.
+TTAMode = Literal["none", "flip", "tencrop"]
 
 
 def tta_views(pixel_values: torch.Tensor, mode: str) -> list[torch.Tensor]:
@@ -32,9 +40,37 @@ def tta_views(pixel_values: torch.Tensor, mode: str) -> list[torch.Tensor]:
     raise ValueError(f"unknown test-time augmentation {mode!r}; choose one of {TTA_MODES}")
 
 
+def tta_forward(
+    model: nn.Module, pixel_values: torch.Tensor, mode: str = "none", attention_maps: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax probabilities ``[B, K]`` of ``model`` averaged over the views of ``mode``, and its attention maps.
+
+    All views go through the model in one batch. With ``attention_maps``, the second value is the class attention
+    maps ``[B, K, h, w]`` of the whole image: for ``"none"`` its own; for ``"flip"`` and ``"tencrop"`` averaged with
+    those of the mirror image, flipped back, so that a mirrored face gets the mirrored map. Ten-crop's views are
+    crops, so there the whole image and its mirror join the batch for their maps only: they do not count in the
+    probabilities. The maps are ``None`` without ``attention_maps`` or when the model gives none (non-MEK models).
+    """
+    count = pixel_values.shape[0]
+    views = tta_views(pixel_values, mode)
+    whole = tta_views(pixel_values, "flip") if attention_maps and mode not in ("none", "flip") else []
+    output = model(pixel_values=torch.cat(views + whole))
+    probabilities = output.logits.float().softmax(-1).view(len(views) + len(whole), count, -1)[: len(views)].mean(0)
+    maps = getattr(output, "attention_maps", None) if attention_maps else None
+    if maps is None:
+        return probabilities, None
+    maps = maps.float()
+    if mode == "none":
+        return probabilities, maps
+    first = len(views) * count if whole else 0  # where the whole image and its mirror sit in the batch
+    image, mirror = maps[first : first + count], maps[first + count : first + 2 * count]
+    return probabilities, (image + mirror.flip(-1)) / 2
+
+
 @torch.no_grad()
 def tta_probabilities(model: nn.Module, pixel_values: torch.Tensor, mode: str = "none") -> torch.Tensor:
     """Softmax probabilities ``[B, K]`` of ``model`` averaged over the views of ``mode``."""
-    views = tta_views(pixel_values, mode)
-    logits = model(pixel_values=torch.cat(views)).logits.float()
-    return logits.softmax(-1).view(len(views), pixel_values.shape[0], -1).mean(0)
+    return tta_forward(model, pixel_values, mode)[0]
+
+
+__all__ = ["TTA_MODES", "TTAMode", "tta_forward", "tta_probabilities", "tta_views"]

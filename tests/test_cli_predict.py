@@ -108,6 +108,12 @@ def test_stdout_lines_and_no_detect(models: dict[str, str], photos: Path, capsys
     assert capsys.readouterr().out.strip().endswith("china.png: no face found")
 
 
+def test_tencrop_tta(models: dict[str, str], photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["predict", str(photos / "nested" / "china.png"), "--model", models["a"], "--no-detect", "--tta", "tencrop"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"{photos / 'nested' / 'china.png'}: face 1 at x=0 y=0 320x240: ")
+
+
 def test_nothing_processed_exits_1(
     models: dict[str, str], photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

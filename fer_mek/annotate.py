@@ -1,4 +1,9 @@
-"""Pictures of predictions: annotated images and video frames, probability bar charts, attention overlays.
+"""Drawings on people's pictures: annotated images and video frames, probability bar charts, attention overlays.
+
+The records of :mod:`fer_mek.results` are data; the functions here draw them: :func:`annotate_result` (boxes, labels,
+attention maps and a probability panel on the picture), :func:`face_attention_overlay`,
+:func:`face_probability_chart`, and :func:`analyze_result` for all of them at once. (Run figures — confusion matrix,
+training curves — are :mod:`fer_mek.figures`.) Formerly ``fer_mek.visualize``.
 
 Drawing uses PIL and OpenCV; charts use a matplotlib ``Figure`` with the Agg canvas (no ``pyplot``, no global
 state), so everything is safe in threads, servers and headless machines.
@@ -7,13 +12,13 @@ state), so everything is safe in threads, servers and headless machines.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-if TYPE_CHECKING:
-    from .inference import FacePrediction
+from .faces import import_cv2
+from .results import NO_FACE_MESSAGE, Analysis, FacePrediction, ImageResult
 
 #: Box colours, one per face (RGB), repeated when there are more faces.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -36,8 +41,7 @@ def face_color(index: int) -> tuple[int, int, int]:
 
 def attention_heatmap(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A map with values in ``[0, 1]`` resized (bilinear) to ``size = (width, height)`` and coloured (jet, RGB uint8)."""
-    import cv2
-
+    cv2 = import_cv2()
     values = np.clip(np.asarray(attention, dtype=np.float32), 0.0, 1.0)
     values = cv2.resize(values, (int(size[0]), int(size[1])), interpolation=cv2.INTER_LINEAR)
     colored = cv2.applyColorMap(np.round(values * 255).astype(np.uint8), cv2.COLORMAP_JET)
@@ -115,14 +119,13 @@ def annotate_image(
 
     Args:
         image: The RGB image the faces were found in.
-        faces: Its predictions (:attr:`fer_mek.inference.ImageResult.faces`).
+        faces: Its predictions (:attr:`fer_mek.results.ImageResult.faces`).
         alpha: Weight of the attention heatmap (0 to leave faces as they are).
-        panel: Add the side panel with probability bars (and "no face found" when there is none).
+        panel: Add the side panel with probability bars (and :data:`~fer_mek.results.NO_FACE_MESSAGE` without faces).
         min_side: Small images are enlarged until their longer side is this long, so that text stays legible.
         fixed_height: Keep the image's height (video frames): panels that do not fit are summarised.
     """
-    import cv2
-
+    cv2 = import_cv2()
     image = image.convert("RGB")
     scale = max(1.0, min_side / max(image.size))
     if scale > 1.0:
@@ -162,6 +165,46 @@ def annotate_image(
     return _with_panel(annotated, faces, fixed_height)
 
 
+def annotate_result(result: ImageResult, **kwargs: Any) -> Image.Image:
+    """The result's image with boxes, labels, attention overlays and a probability panel per face.
+
+    Args:
+        result: A prediction that holds its image (any result without an error).
+        **kwargs: Options of :func:`annotate_image` (``alpha``, ``panel``, ``min_side``, ``fixed_height``).
+
+    Raises:
+        ValueError: The result has no image (its input could not be read).
+    """
+    if result.image is None:
+        raise ValueError(f"{result.source}: nothing to draw ({result.error})")
+    return annotate_image(result.image, result.faces, **kwargs)
+
+
+def face_attention_overlay(face: FacePrediction, alpha: float = 0.45) -> Image.Image:
+    """The face crop with the predicted class's attention map overlaid (the crop alone without a map)."""
+    return overlay_attention(face.crop, face.attention, alpha=alpha)
+
+
+def face_probability_chart(face: FacePrediction, **kwargs: Any) -> Image.Image:
+    """A bar chart of a face's class probabilities (options of :func:`probability_chart`, e.g. ``title``)."""
+    return probability_chart(face.probabilities, face.labels, **kwargs)
+
+
+def analyze_result(result: ImageResult, **annotate_kwargs: Any) -> Analysis:
+    """The result with its pictures: the annotated image, and per face its attention overlay and probability chart.
+
+    Args:
+        result: A prediction that holds its image.
+        **annotate_kwargs: Options of :func:`annotate_image`.
+    """
+    return Analysis(
+        result=result,
+        annotated=annotate_result(result, **annotate_kwargs),
+        overlays=[face_attention_overlay(face) for face in result.faces],
+        charts=[face_probability_chart(face, title=f"face {i}") for i, face in enumerate(result.faces, start=1)],
+    )
+
+
 def _with_panel(annotated: Image.Image, faces: Sequence[FacePrediction], fixed_height: bool) -> Image.Image:
     width, height = annotated.size
     panel_width = max(240, round(height * 0.5))
@@ -177,7 +220,7 @@ def _with_panel(annotated: Image.Image, faces: Sequence[FacePrediction], fixed_h
     draw = ImageDraw.Draw(out)
     x0, y = width + pad, pad
     if not faces:
-        draw.text((x0, y), "no face found", fill=(0, 0, 0), font=bold)
+        draw.text((x0, y), NO_FACE_MESSAGE, fill=(0, 0, 0), font=bold)
         return out
     label_width = max(draw.textlength(name, font=font) for face in faces for name in face.labels[:_MAX_BARS])
     label_width = min(label_width, panel_width * 0.45)
@@ -230,9 +273,13 @@ def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
 
 __all__ = [
     "PALETTE",
+    "analyze_result",
     "annotate_image",
+    "annotate_result",
     "attention_heatmap",
+    "face_attention_overlay",
     "face_color",
+    "face_probability_chart",
     "overlay_attention",
     "probability_chart",
 ]
