@@ -10,15 +10,13 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from fer_mek import FER2013_FOLDER_LABELS, RAFDB_LABELS, MEKConfig, MEKForImageClassification
+from fer_mek import FER2013_FOLDER_LABELS, RAFDB_LABELS, MEKConfig, MEKForImageClassification, convert
 from fer_mek.convert import (
     convert_mek_resnet_checkpoint,
     infer_resnet_name,
     load_backbone_weights,
     load_state_dict_file,
 )
-
-from .conftest import load_script
 
 
 class PublishedMEKResNet(nn.Module):
@@ -164,22 +162,26 @@ def test_resnet_depth_inference():
 
 
 def test_convert_script_end_to_end(tmp_path, capsys):
-    script = load_script("convert_checkpoint")
-
     torch.manual_seed(0)
     reference = PublishedMEKResNet(torchvision.models.resnet18()).eval()
     torch.save(reference.state_dict(), tmp_path / "mek.pth")
-    assert script.main(["--checkpoint", str(tmp_path / "mek.pth"), "--labels", "fer2013-folders",
-                        "--output", str(tmp_path / "out")]) == 0
+    assert convert.main(["--checkpoint", str(tmp_path / "mek.pth"), "--labels", "fer2013-folders",
+                         "--output", str(tmp_path / "out")]) == 0
     assert "mek-resnet" in capsys.readouterr().out
     model = MEKForImageClassification.from_pretrained(tmp_path / "out").eval()
     assert model.config.id2label[0] == FER2013_FOLDER_LABELS[0]
     assert (tmp_path / "out" / "preprocessor_config.json").is_file()
     with pytest.raises(FileExistsError):
-        script.main(["--checkpoint", str(tmp_path / "mek.pth"), "--output", str(tmp_path / "out")])
+        convert.main(["--checkpoint", str(tmp_path / "mek.pth"), "--output", str(tmp_path / "out")])
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "backbone.pth")
-    assert script.main(["--checkpoint", str(tmp_path / "backbone.pth"), "--backbone", "resnet18",
-                        "--output", str(tmp_path / "out2")]) == 0
+    assert convert.main(["--checkpoint", str(tmp_path / "backbone.pth"), "--backbone", "resnet18",
+                         "--output", str(tmp_path / "out2")]) == 0
     assert "must be trained" in capsys.readouterr().out
+    # The command line: errors are one line and exit status 1.
+    assert convert.cli_main(["--checkpoint", str(tmp_path / "mek.pth"), "--output", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'out'} already exists")
+    assert convert.cli_main(["--kind", "backbone", "--checkpoint", str(tmp_path / "backbone.pth"),
+                             "--output", str(tmp_path / "out3")]) == 1
+    assert "error: --kind backbone needs --backbone" in capsys.readouterr().err
 

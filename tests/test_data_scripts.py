@@ -1,4 +1,4 @@
-"""scripts/prepare_data.py and scripts/benchmark_data.py, run through their ``main``."""
+"""scripts/prepare_data.py (``fer_mek.data.prepare``), run through its ``main``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 from fer_mek.data import class_counts, get_metadata, load_source
 from fer_mek.data.fixtures import write_rafdb
 from fer_mek.labels import RAFDB_LABELS
-from tests.data_fixtures import RAF_TEST, RAF_TRAIN, SIZE, load_script
+from tests.data_fixtures import RAF_TEST, RAF_TRAIN, SIZE
 
 
 @pytest.fixture(scope="module")
 def prepare():
-    return load_script("prepare_data")
+    from fer_mek.data import prepare
+
+    return prepare
 
 
 def test_prepare_synthetic_saves_dataset_and_summary(prepare, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -65,30 +67,3 @@ def test_prepare_folder_mapping_and_hub_push(prepare, tmp_path: Path, monkeypatc
     assert pushed["upload"]["path_in_repo"] == prepare.SUMMARY_NAME and pushed["upload"]["repo_type"] == "dataset"
     summary = json.loads((tmp_path / "o" / prepare.SUMMARY_NAME).read_text())
     assert summary["label_names"] == ["a", "b"] and summary["metadata"]["dropped"] == {"contempt": 5}
-
-
-def test_benchmark_script_smoke(tmp_path: Path, capsys) -> None:
-    bench = load_script("benchmark_data")
-    out = tmp_path / "bench.json"
-    assert (
-        bench.main(
-            [
-                "--sources",
-                "rafdb",
-                "fer2013-csv",
-                "--num-images",
-                "100",
-                "--limit",
-                "8",
-                "--image-size",
-                "32",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["source"] for r in rows] == ["rafdb", "fer2013-csv"]
-    assert all(r["train_aug_flip_img_s"] > 0 for r in rows)
-    assert "train_aug_flip_img_s" in capsys.readouterr().out

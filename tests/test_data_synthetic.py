@@ -8,7 +8,17 @@ import datasets
 import numpy as np
 import pytest
 
-from fer_mek.data import RAFDB_TRAIN_COUNTS, class_counts, get_metadata, load_source, load_synthetic, render_face
+from fer_mek.data import (
+    RAFDB_TRAIN_COUNTS,
+    SYNTHETIC_IMAGE_SIZE,
+    SYNTHETIC_NUM_IMAGES,
+    allocate_counts,
+    class_counts,
+    get_metadata,
+    load_source,
+    load_synthetic,
+    render_face,
+)
 from fer_mek.data.synthetic import synthetic_split_counts
 from fer_mek.labels import RAFDB_LABELS
 
@@ -67,6 +77,27 @@ def test_synthetic_balanced_and_tiny() -> None:
     assert min(class_counts(tiny["train"])) >= 1 and len(tiny["validation"]) >= 1 and len(tiny["test"]) >= 1
     with pytest.raises(ValueError, match="at least the number of classes"):
         synthetic_split_counts(5)
+
+
+def test_allocate_counts_largest_remainders_and_minimum() -> None:
+    # The synthetic set's class totals: these exact numbers decide every image of the default run.
+    assert allocate_counts(12000, RAFDB_TRAIN_COUNTS) == [1262, 275, 701, 4667, 1938, 689, 2468]
+    assert allocate_counts(sum(RAFDB_TRAIN_COUNTS), RAFDB_TRAIN_COUNTS) == list(RAFDB_TRAIN_COUNTS)
+    assert allocate_counts(10, [1, 1, 1]) == [4, 3, 3]  # remainder ties go in index order
+    # Classes under the minimum take from the largest class, one at a time, the first largest on ties.
+    assert allocate_counts(12, RAFDB_TRAIN_COUNTS) == [1, 1, 1, 4, 2, 1, 2]
+    assert allocate_counts(30, RAFDB_TRAIN_COUNTS, minimum=3) == [3, 3, 3, 7, 5, 3, 6]
+    assert allocate_counts(8, [5, 5, 0.1], minimum=2) == [3, 3, 2]
+    with pytest.raises(ValueError, match=r"at least the number of classes \(7\) times 3"):
+        allocate_counts(20, RAFDB_TRAIN_COUNTS, minimum=3)
+
+
+def test_synthetic_defaults_are_those_of_the_default_run() -> None:
+    import inspect
+
+    parameters = inspect.signature(load_synthetic).parameters
+    assert parameters["num_images"].default == SYNTHETIC_NUM_IMAGES == 12000
+    assert parameters["image_size"].default == SYNTHETIC_IMAGE_SIZE == 64
 
 
 def test_synthetic_through_load_source(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""The training script end to end on tiny synthetic runs: outputs, resume, interruption, bad input, two processes."""
+"""Training (``fer_mek.train``) end to end on tiny synthetic runs: outputs, resume, interruption, bad input, two
+processes, and the command line of ``scripts/train.py``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
-from .conftest import REPO_ROOT, load_script
+from fer_mek import evaluation, train
 
-train = load_script("train")
+from .conftest import REPO_ROOT
 
 # 150 synthetic images at 32 px, batch 16: a couple of seconds per epoch on one core.
 TINY = ["--synthetic-images", "150", "--image-size", "32", "--batch-size", "16", "--num-workers", "0",
@@ -66,11 +69,10 @@ def test_best_checkpoint_loads_with_auto_classes_and_keeps_class_names(tiny_run)
 
 def test_test_metrics_are_those_of_the_chosen_checkpoint(tiny_run):
     """The reported test numbers come from best/, evaluated once, and equal a fresh evaluation of best/."""
-    evaluate_script = load_script("evaluate")
     run, results = tiny_run
     # The dataset options come from the run's train_config.yaml.
-    again = evaluate_script.main(["--model", str(run / "best"), "--split", "test", "--batch-size", "7",
-                                  "--num-workers", "0"])
+    again = evaluation.main(["--model", str(run / "best"), "--split", "test", "--batch-size", "7",
+                             "--num-workers", "0"])
     assert again["accuracy"] == results["test"]["accuracy"]
     assert again["confusion_matrix"] == results["test"]["confusion_matrix"]
 
@@ -207,13 +209,51 @@ def test_a_backbone_file_that_does_not_fit_stops_before_training(tmp_path):
 def test_recipes_parse_and_document_their_target():
     for name in train.list_recipes():
         values = train.load_recipe(name)
-        text = (REPO_ROOT / "configs" / f"{name}.yaml").read_text()
+        text = (train.RECIPE_DIR / f"{name}.yaml").read_text()
         assert text.startswith("#"), f"{name}: a recipe starts with a comment saying its source"
         if name != "synthetic":
             assert "Target" in text, name
             assert values["source"] in ("rafdb", "fer2013")
     assert train.parse_config([]).source == "synthetic"
     assert train.parse_config(["--recipe", "rafdb-swin-t", "--data-root", "x"]).lr is None
+
+
+def test_recipes_come_from_the_folder_passed_in(tmp_path):
+    (tmp_path / "mine.yaml").write_text("# a recipe of my own\nepochs: 3\nbackbone: resnet34\n")
+    assert train.list_recipes(tmp_path) == ["mine"]
+    config = train.parse_config(["--recipe", "mine", "--epochs", "2"], recipe_dir=tmp_path)
+    assert (config.backbone, config.epochs) == ("resnet34", 2)
+    with pytest.raises(ValueError, match=r"unknown recipe 'synthetic'; choose one of \['mine'\]"):
+        train.parse_config([], recipe_dir=tmp_path)
+
+
+def test_resuming_a_run_on_another_source_ignores_the_synthetic_set_options(tmp_path):
+    """A run on a real dataset saved the synthetic options of its time; their defaults may change since."""
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    argv = ["--source", "folder", "--data-root", str(tmp_path), "--output-dir", str(run)]
+    saved = dataclasses.asdict(train.parse_config(argv))
+    saved.update(synthetic_images=4000, synthetic_image_size=112)
+    (run / "train_config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    train.check_run_folder(train.parse_config([*argv, "--resume"]))
+    saved["source"] = "synthetic"
+    (run / "train_config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    with pytest.raises(ValueError, match=r"different run \(source: 'synthetic' -> 'folder'\)"):
+        train.check_run_folder(train.parse_config([*argv, "--resume"]))
+
+
+def test_command_line_prints_errors_as_one_line(tmp_path, capsys):
+    assert train.cli_main(["--source", "rafdb", "--output-dir", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.strip() == "error: --source rafdb needs --data-root (the dataset's file, folder or Hub id)"
+    assert evaluation.cli_main(["--model", str(tmp_path / "nothing-here"), "--source", "rafdb"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_entry_points_show_their_help():
+    for command in (["scripts/train.py"], ["-m", "fer_mek.train"], ["scripts/eval.py"]):
+        result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, timeout=120,
+                                cwd=REPO_ROOT, check=True)
+        assert "--output-dir" in result.stdout or "--tta" in result.stdout, command
 
 
 def test_two_processes_give_the_metrics_of_a_single_process_evaluation(tmp_path):
@@ -233,9 +273,8 @@ def test_two_processes_give_the_metrics_of_a_single_process_evaluation(tmp_path)
     results = json.loads((run / "results.json").read_text())
     assert results["environment"]["num_processes"] == 2
     assert results["validation"]["num_samples"] == 13
-    evaluate_script = load_script("evaluate")
-    single = evaluate_script.main(["--model", str(run / "best"), "--synthetic-images", "160",
-                                   "--split", "validation", "--batch-size", "4", "--num-workers", "0"])
+    single = evaluation.main(["--model", str(run / "best"), "--synthetic-images", "160",
+                              "--split", "validation", "--batch-size", "4", "--num-workers", "0"])
     for key in ("accuracy", "mean_class_accuracy", "macro_f1", "confusion_matrix", "num_samples"):
         assert single[key] == results["validation"][key], key
 

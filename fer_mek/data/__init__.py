@@ -10,7 +10,9 @@ Fast training path: :func:`cached_pixels` decodes and resizes each image once in
 array, :class:`CachedImages` serves whole batches of it, :class:`BatchAugmentation` augments them on the device.
 
 Sources: :func:`load_rafdb`, :func:`load_fer2013`, :func:`load_image_folder`, :func:`load_hub_dataset`,
-:func:`load_synthetic` (the embedded default), or :func:`load_source` by name.
+:func:`load_synthetic` (the embedded default; :data:`SYNTHETIC_NUM_IMAGES` images of :data:`SYNTHETIC_IMAGE_SIZE`
+pixels unless told otherwise), or :func:`load_source` by name. :func:`allocate_counts` splits a total over classes
+in proportion (largest remainders).
 
 Example:
     >>> from fer_mek import MEKImageProcessor
@@ -29,6 +31,7 @@ from .common import (
     SPLITS,
     BadInputLog,
     DataError,
+    allocate_counts,
     class_counts,
     format_summary,
     get_metadata,
@@ -40,7 +43,14 @@ from .fer2013 import load_fer2013
 from .folder import load_hub_dataset, load_image_folder
 from .rafdb import load_rafdb
 from .sources import SOURCES, load_source
-from .synthetic import RAFDB_TRAIN_COUNTS, default_cache_dir, load_synthetic, render_face
+from .synthetic import (
+    RAFDB_TRAIN_COUNTS,
+    SYNTHETIC_IMAGE_SIZE,
+    SYNTHETIC_NUM_IMAGES,
+    default_cache_dir,
+    load_synthetic,
+    render_face,
+)
 from .transforms import (
     MEKBatchTransform,
     build_eval_transform,
@@ -54,11 +64,14 @@ __all__ = [
     "RAFDB_TRAIN_COUNTS",
     "SOURCES",
     "SPLITS",
+    "SYNTHETIC_IMAGE_SIZE",
+    "SYNTHETIC_NUM_IMAGES",
     "BadInputLog",
     "BatchAugmentation",
     "CachedImages",
     "DataError",
     "MEKBatchTransform",
+    "allocate_counts",
     "build_eval_transform",
     "build_train_transform",
     "cached_pixels",

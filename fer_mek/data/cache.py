@@ -22,6 +22,8 @@ import datasets
 import numpy as np
 from PIL import Image as PILImage
 
+from ..environment import usable_cores
+
 __all__ = ["CACHE_VERSION", "CachedImages", "cached_pixels", "describe_cache", "identity_collate", "resize_to_uint8"]
 
 #: Bump when the decoding or resizing changes: it is part of the file name.
@@ -139,14 +141,14 @@ def cached_pixels(
         image_column: Name of the image column.
         cache_dir: Where the memory-mapped file lives (``<cache_dir>/pixels/``); ``None`` builds the array in
             memory and writes nothing.
-        num_threads: Decoding threads (default: the CPU count).
+        num_threads: Decoding threads (default: :func:`fer_mek.environment.usable_cores`).
         show_progress: Show a progress bar while the cache is built.
 
     Returns:
         A read-only memory map of the cache file (or an in-memory array when ``cache_dir`` is ``None``).
     """
     size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    num_threads = num_threads or os.cpu_count() or 1
+    num_threads = num_threads or usable_cores()
     shape = (len(dataset), size[0], size[1], 3)
     decode_only = dataset.select_columns([image_column])
     bar = None

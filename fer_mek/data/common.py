@@ -27,6 +27,7 @@ __all__ = [
     "SPLITS",
     "BadInputLog",
     "DataError",
+    "allocate_counts",
     "class_counts",
     "format_summary",
     "get_metadata",
@@ -83,6 +84,34 @@ class BadInputLog:
                 where = f"{file}" + (f", line {line}" if line is not None else "") + ": "
             raise DataError(f"{where}{reason}. {hint} {_SKIP_HINT}") from cause
         self.items.append({"file": None if file is None else str(file), "line": line, "reason": reason})
+
+
+def allocate_counts(total: int, weights: Sequence[float], minimum: int = 1) -> list[int]:
+    """Split ``total`` items over classes in proportion to ``weights``, at least ``minimum`` per class.
+
+    Largest-remainder (Hamilton) allocation: each class gets the floor of its share ``total * w / sum(w)``, the
+    items left go to the largest remainders (ties in index order). Then each class below ``minimum``, in index
+    order, takes one item at a time from the currently largest class (the first one on ties). ``total ==
+    sum(weights)`` with integer weights gives ``weights`` back. The synthetic set's class totals and the benchmarks'
+    RAF-DB-shaped fixtures come from here.
+
+    Raises:
+        ValueError: when ``total`` cannot give every class ``minimum`` items.
+    """
+    k = len(weights)
+    if total < k * minimum:
+        raise ValueError(f"cannot give {k} classes at least {minimum} item(s) each out of {total}: the total must "
+                         f"be at least the number of classes ({k}) times {minimum}")
+    w = np.asarray(weights, dtype=np.float64)
+    share = total * w / w.sum()
+    counts = np.floor(share).astype(int)
+    order = np.argsort(-(share - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    for short in range(k):
+        while counts[short] < minimum:
+            counts[int(np.argmax(counts))] -= 1
+            counts[short] += 1
+    return counts.tolist()
 
 
 def image_extensions() -> frozenset[str]:

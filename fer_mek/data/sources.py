@@ -16,13 +16,14 @@ from .synthetic import load_synthetic
 
 __all__ = ["SOURCES", "load_source"]
 
-#: ``--source`` values: the loader of each and what its ``root`` is.
+#: ``--source`` values (the one list: the trainer, evaluation and ``prepare_data`` offer these, in this order): the
+#: loader of each and what its ``root`` is.
 SOURCES: dict[str, tuple[Callable[..., datasets.DatasetDict], str]] = {
+    "synthetic": (load_synthetic, "nothing: the images are generated (and cached)"),
     "rafdb": (load_rafdb, "the RAF-DB basic folder (EmoLabel/ + Image/) or a train/1..7 + test/1..7 folder tree"),
     "fer2013": (load_fer2013, "fer2013.csv, a folder containing it, or a train/<class> + test/<class> folder tree"),
     "folder": (load_image_folder, "an image-folder tree: train/<class>/ and test/<class>/"),
     "hub": (load_hub_dataset, "a Hub dataset id or a save_to_disk folder (e.g. the output of prepare_data.py)"),
-    "synthetic": (load_synthetic, "nothing: the images are generated (and cached)"),
 }
 
 

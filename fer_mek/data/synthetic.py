@@ -37,10 +37,12 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFilter
 
 from ..labels import RAFDB_LABELS
-from .common import make_split, set_metadata
+from .common import allocate_counts, make_split, set_metadata
 
 __all__ = [
     "RAFDB_TRAIN_COUNTS",
+    "SYNTHETIC_IMAGE_SIZE",
+    "SYNTHETIC_NUM_IMAGES",
     "default_cache_dir",
     "load_synthetic",
     "render_face",
@@ -49,6 +51,11 @@ __all__ = [
 
 #: RAF-DB basic training images per class, in ``RAFDB_LABELS`` order: the default class proportions.
 RAFDB_TRAIN_COUNTS: tuple[int, ...] = (1290, 281, 717, 4772, 1982, 705, 2524)
+#: Default size of the synthetic set (images over train, validation and test): that of the default training run
+#: (``fer_mek/train/recipes/synthetic.yaml``); the trainer, evaluation and ``prepare_data`` default to it.
+SYNTHETIC_NUM_IMAGES = 12000
+#: Default side of the drawn images, in pixels: the default training run's input size, so no resize per sample.
+SYNTHETIC_IMAGE_SIZE = 64
 #: Bump when the drawing changes: it is part of the cache key.
 GENERATOR_VERSION = 4
 _JPEG_QUALITY = 95
@@ -337,23 +344,6 @@ def _bbox_xy(points: list[float]) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _allocate(total: int, weights: Sequence[float]) -> list[int]:
-    """Largest-remainder allocation of ``total`` items in proportion to ``weights``; a class that would get none
-    takes one from the largest class."""
-    k = len(weights)
-    if total < k:
-        raise ValueError(f"num_images must be at least the number of classes ({k}), got {total}")
-    w = np.asarray(weights, dtype=np.float64)
-    share = total * w / w.sum()
-    counts = np.floor(share).astype(int)
-    order = np.argsort(-(share - counts), kind="stable")
-    counts[order[: total - counts.sum()]] += 1
-    for empty in np.flatnonzero(counts == 0):
-        counts[int(np.argmax(counts))] -= 1
-        counts[empty] = 1
-    return counts.tolist()
-
-
 def synthetic_split_counts(
     num_images: int,
     *,
@@ -370,7 +360,7 @@ def synthetic_split_counts(
     weights = [1.0] * len(RAFDB_LABELS) if balanced else list(class_weights or RAFDB_TRAIN_COUNTS)
     if len(weights) != len(RAFDB_LABELS) or min(weights) <= 0:
         raise ValueError(f"class_weights needs {len(RAFDB_LABELS)} positive values, got {weights}")
-    totals = _allocate(num_images, weights)
+    totals = allocate_counts(num_images, weights)
     test = [min(n - 1, round(test_fraction * n)) for n in totals]
     val = [min(n - t - 1, round(val_fraction * (n - t))) for n, t in zip(totals, test, strict=True)]
     for counts in (test, val):
@@ -436,8 +426,8 @@ def _generate(params: dict[str, Any]) -> datasets.DatasetDict:
 
 
 def load_synthetic(
-    num_images: int = 2400,
-    image_size: int = 112,
+    num_images: int = SYNTHETIC_NUM_IMAGES,
+    image_size: int = SYNTHETIC_IMAGE_SIZE,
     seed: int = 0,
     balanced: bool = False,
     *,

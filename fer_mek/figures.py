@@ -1,4 +1,7 @@
-"""PNG figures of an evaluation: confusion matrix and training curves.
+"""The figures of a training run: its test confusion matrix and its training curves, as PNG files.
+
+(Renamed from ``fer_mek.plots``; drawings on people's pictures are :mod:`fer_mek.annotate`.) The trainer writes them
+into the run folder (:data:`fer_mek.runs.CONFUSION_MATRIX`, :data:`fer_mek.runs.TRAINING_CURVES`).
 
 Figures are drawn on ``matplotlib.figure.Figure`` with an explicit Agg canvas, never through pyplot: importing this
 module neither selects a global backend nor opens windows, and it is safe in headless, multi-process training.

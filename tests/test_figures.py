@@ -1,4 +1,4 @@
-"""PNG figures: confusion matrix and training curves."""
+"""PNG figures of a run (``fer_mek.figures``): confusion matrix and training curves."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fer_mek.figures import plot_confusion_matrix, plot_training_curves
 from fer_mek.labels import RAFDB_LABELS
-from fer_mek.plots import plot_confusion_matrix, plot_training_curves
 
 
 def _assert_png(path: Path, min_side: int = 300) -> tuple[int, int]:

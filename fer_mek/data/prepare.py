@@ -1,0 +1,161 @@
+"""Turn a data source into a saved ``DatasetDict`` plus a class-count summary: the logic of ``scripts/prepare_data.py``.
+
+Moved from that script (now its thin entry point). :func:`main` loads any source of :data:`~fer_mek.data.SOURCES`,
+writes ``save_to_disk`` output and ``fer_mek_summary.json``, and can push both to the Hub. Not imported by
+``fer_mek.data`` itself: import ``fer_mek.data.prepare``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .common import format_summary, summarize
+from .sources import SOURCES, load_source
+from .synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
+
+__all__ = ["DESCRIPTION", "SUMMARY_NAME", "build_parser", "main"]
+
+#: The summary file written beside the saved dataset.
+SUMMARY_NAME = "fer_mek_summary.json"
+#: The command line's description (``--help`` shows its first paragraph).
+DESCRIPTION = """Turn RAF-DB, FER-2013, an image folder, a Hub dataset or the synthetic set into a saved ``DatasetDict``.
+
+Writes ``save_to_disk`` output (train / validation / test; ``image`` + ``label`` with the class names) and
+``fer_mek_summary.json`` (per-split class counts, MEK balance weights, split protocol, skipped bad items) into
+``--output``, prints the counts table, and optionally pushes the dataset to the Hub. Load the result again with
+``fer_mek.data.load_source("hub", "<output>")`` or ``datasets.load_from_disk("<output>")``.
+
+Examples:
+    python scripts/prepare_data.py --output data/synthetic
+    python scripts/prepare_data.py --source rafdb --root ~/data/RAF-DB/basic --output data/rafdb
+    python scripts/prepare_data.py --source fer2013 --root ~/data/fer2013.csv --output data/fer2013 --skip-bad
+    python scripts/prepare_data.py --source folder --root ~/data/AffectNet --label-mapping '{"contempt": null}' \\
+        --output data/affectnet7 --push-to-hub me/affectnet7 --private
+"""
+
+
+def _label_mapping(text: str | None) -> dict[str, str | None] | None:
+    """``--label-mapping``: a JSON object, a path to a JSON file, or ``a=b,c=`` pairs (empty value = drop)."""
+    if text is None:
+        return None
+    if Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        mapping = json.loads(text)
+    else:
+        mapping = {}
+        for pair in filter(None, (p.strip() for p in text.split(","))):
+            if "=" not in pair:
+                raise argparse.ArgumentTypeError(f"--label-mapping pair {pair!r} is not source=target")
+            key, value = pair.split("=", 1)
+            mapping[key.strip()] = value.strip() or None
+    if not isinstance(mapping, dict):
+        raise argparse.ArgumentTypeError("--label-mapping must be a JSON object {source: target or null}")
+    return mapping
+
+
+def _label_names(text: str | None) -> str | list[str] | None:
+    """``--label-names``: a known label set (``rafdb``, ``fer2013``, ``fer2013-folders``) or a comma list."""
+    if text is None:
+        return None
+    return [n.strip() for n in text.split(",")] if "," in text else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(
+        description=DESCRIPTION.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--source", choices=sorted(SOURCES), default="synthetic", help="data source (default: synthetic)"
+    )
+    parser.add_argument("--root", help="; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items()))
+    parser.add_argument("--output", required=True, type=Path, help="folder for save_to_disk and the summary JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing saved dataset in --output")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="stratified share of train used as validation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (and of synthetic data)")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip bad items (listed in the summary) instead of failing"
+    )
+    group = parser.add_argument_group("source options")
+    group.add_argument("--image-dir", help="rafdb: Image/ subfolder, 'aligned' (default) or 'original'")
+    group.add_argument("--test-split", help="fer2013 (CSV): PrivateTest (default) or PublicTest; hub: test split name")
+    group.add_argument("--label-names", help="folder/hub: class names in index order (comma list) or a label set name")
+    group.add_argument("--label-mapping", help="folder/hub: JSON {source: target|null}, a JSON file, or a=b,c= pairs")
+    group.add_argument(
+        "--test-fraction", type=float, help="folder/hub: carve a stratified test split when there is none"
+    )
+    group.add_argument("--num-images", type=int, help=f"synthetic: total images (default {SYNTHETIC_NUM_IMAGES})")
+    group.add_argument("--image-size", type=int, help=f"synthetic: image side in pixels (default {SYNTHETIC_IMAGE_SIZE})")
+    group.add_argument("--balanced", action="store_true", help="synthetic: equal class sizes instead of RAF-DB's")
+    hub = parser.add_argument_group("Hub upload")
+    hub.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset (and the summary) to this Hub repo")
+    hub.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    return parser
+
+
+def _prepare_output(output: Path, overwrite: bool, root: str | None) -> None:
+    output = output.expanduser().resolve()
+    if root is not None and Path(root).expanduser().resolve() == output:
+        raise SystemExit(f"error: --output {output} is the --root being read; choose another output folder")
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise SystemExit(f"error: {output} exists and is not empty; pass --overwrite or choose another --output")
+        if not (output / "dataset_dict.json").is_file():
+            raise SystemExit(
+                f"error: {output} does not hold a saved dataset; refusing to delete it, choose another --output"
+            )
+        shutil.rmtree(output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    options: dict[str, Any] = {"val_fraction": args.val_fraction, "seed": args.seed, "skip_bad": args.skip_bad}
+    if args.source == "rafdb":
+        options["image_dir"] = args.image_dir
+    elif args.source == "fer2013":
+        options["test_split"] = args.test_split
+    elif args.source in ("folder", "hub"):
+        options.update(
+            label_names=_label_names(args.label_names),
+            label_mapping=_label_mapping(args.label_mapping),
+            test_fraction=args.test_fraction,
+        )
+        if args.source == "hub":
+            options["test_split"] = args.test_split
+    elif args.source == "synthetic":
+        options.update(num_images=args.num_images, image_size=args.image_size, balanced=args.balanced or None)
+    _prepare_output(args.output, args.overwrite, args.root)
+    try:
+        dataset_dict = load_source(args.source, args.root, **options)
+    except ValueError as err:  # DataError included: the message says what to fix, a traceback would not help
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = summarize(dataset_dict)
+    args.output.mkdir(parents=True, exist_ok=True)
+    dataset_dict.save_to_disk(str(args.output))
+    summary_path = args.output / SUMMARY_NAME
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(format_summary(summary))
+    print(f"saved {args.source} to {args.output} (load with fer_mek.data.load_source('hub', {str(args.output)!r}))")
+    print(f"summary: {summary_path}")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        dataset_dict.push_to_hub(args.push_to_hub, private=args.private)
+        HfApi().upload_file(
+            path_or_fileobj=str(summary_path),
+            path_in_repo=SUMMARY_NAME,
+            repo_id=args.push_to_hub,
+            repo_type="dataset",
+            commit_message="Add fer-mek data summary",
+        )
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub} (private={args.private})")
+    return 0

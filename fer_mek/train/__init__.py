@@ -1,0 +1,50 @@
+"""Training of MEK facial-expression classifiers on accelerate: options, recipes, the trainer and its entry point.
+
+Moved from ``scripts/train.py``, which is now a thin entry point; so is ``python -m fer_mek.train``. From Python, the
+way open_clip's tests drive its trainer::
+
+    >>> from fer_mek.train import main
+    >>> results = main(["--recipe", "synthetic", "--epochs", "1", "--output-dir", "runs/try"])  # doctest: +SKIP
+
+Pieces: :class:`TrainConfig` (every option, with its help), the packaged recipes (:data:`RECIPE_DIR`,
+:func:`list_recipes`, :func:`load_recipe`), :func:`parse_config` (defaults < recipe < command line), and
+:class:`Trainer` (``setup`` / ``train_step`` / ``train_epoch`` / ``evaluate`` / ``run`` / ``finish``, which the
+benchmark drives step by step). The run folder it writes is :mod:`fer_mek.runs`' contract.
+
+Importing this subpackage imports torch, timm and ``datasets`` (not accelerate: the :class:`Trainer` does, when
+created); ``import fer_mek`` does not import it.
+"""
+
+from .config import (
+    CHOICES,
+    RECIPE_DIR,
+    RESUMABLE_OPTIONS,
+    TrainConfig,
+    build_parser,
+    check_run_folder,
+    list_recipes,
+    load_recipe,
+    parse_config,
+    validate_config,
+)
+from .trainer import EpochSampler, SeededAugmentation, Trainer, TrainerState, build_scheduler, cli_main, main
+
+__all__ = [
+    "CHOICES",
+    "RECIPE_DIR",
+    "RESUMABLE_OPTIONS",
+    "EpochSampler",
+    "SeededAugmentation",
+    "TrainConfig",
+    "Trainer",
+    "TrainerState",
+    "build_parser",
+    "build_scheduler",
+    "check_run_folder",
+    "cli_main",
+    "list_recipes",
+    "load_recipe",
+    "main",
+    "parse_config",
+    "validate_config",
+]

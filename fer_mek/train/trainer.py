@@ -1,0 +1,641 @@
+"""The training loop: :class:`Trainer` (one run, from data to ``results.json``) and the entry point :func:`main`.
+
+Moved from ``scripts/train.py``. Runs on one CPU, one GPU or many through accelerate; the run folder it leaves is
+described in :mod:`fer_mek.runs`. Reproducibility: shuffling is a function of ``(seed, epoch)``
+(:class:`EpochSampler`), the per-sample augmentation a function of ``(seed, epoch, index)``
+(:class:`SeededAugmentation`), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..environment import usable_cores, versions
+from ..runs import (
+    BEST,
+    CHECKPOINT,
+    CONFUSION_MATRIX,
+    LAST,
+    LOGS,
+    RESULTS,
+    TRAINING_CURVES,
+    DataOptions,
+    write_results,
+    write_train_config,
+)
+from .config import TrainConfig, check_run_folder, parse_config
+
+__all__ = ["EpochSampler", "SeededAugmentation", "Trainer", "TrainerState", "build_scheduler", "cli_main", "main"]
+
+
+class TrainerState:
+    """Progress that a checkpoint must carry besides the accelerate state (saved as JSON, never pickled)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_metric = -math.inf
+        self.best_epoch = -1
+        self.epochs_without_improvement = 0
+        self.history: list[dict[str, Any]] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Training samples whose random augmentation is a pure function of ``(seed, epoch, index)``.
+
+    The sampler (:class:`EpochSampler`) encodes the epoch into the index it yields. Each sample is transformed under
+    its own seed, inside a forked RNG, so the augmentation of a sample does not depend on which worker or process
+    draws it, on DataLoader look-ahead, or on a resume mid-epoch — and the global RNG (dropout) is left untouched.
+    """
+
+    def __init__(self, dataset: Any, transform: Any, seed: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        epoch, index = divmod(int(key), len(self.dataset))
+        row = self.dataset[index]
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed)
+                random.seed(sample_seed)
+                np.random.seed(sample_seed)  # timm's RandAugment draws its operations with numpy
+                out = self.transform({key: [value] for key, value in row.items()})
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+        return {key: values[0] for key, values in out.items()}
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffled (or class-balanced, with ``weights``) order of one epoch from ``seed + epoch``; yields
+    ``epoch * N + index`` so that :class:`SeededAugmentation` knows the epoch."""
+
+    def __init__(self, num_samples: int, seed: int, weights: list[float] | None = None):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.double)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
+        return iter((order + self.epoch * self.num_samples).tolist())
+
+
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
+
+    total = config.epochs * steps_per_epoch
+    if config.scheduler == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, round(config.warmup_epochs * steps_per_epoch), total)
+    if config.scheduler == "exponential":
+        # The published MEK ResNet checkpoints: lr x gamma after every epoch.
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.gamma ** (step // steps_per_epoch))
+    return get_constant_schedule(optimizer)
+
+
+class Trainer:
+    """One training run, from data to results.json. ``run()`` returns the results."""
+
+    def __init__(self, config: TrainConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+        self.config = config
+        self.run_dir = Path(config.output_dir)
+        log_with = config.log_with
+        if log_with == "tensorboard" and not _tensorboard_available():
+            log_with = "none"  # said once below, not a silent change: results.json records the tracker used
+        self.tracker = log_with
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.grad_accum,
+            log_with=None if log_with == "none" else log_with,
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / LOGS)),
+            # Shuffling is a function of (seed, epoch) (EpochSampler; seedable samplers for any other loader):
+            # exact resume, the same order on every process.
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        set_seed(config.seed, device_specific=False)
+        self.state = TrainerState()
+        self.interrupted = False
+        self.step_times: list[float] = []  # perf_counter() after each training step (benchmarks read it)
+
+    # -- logging helpers
+    def print(self, *args: Any) -> None:
+        self.accelerator.print(*args)
+
+    # -- setup
+    def prepare_run_folder(self) -> None:
+        if self.accelerator.is_main_process:
+            if self.config.overwrite and self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            saved = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("resume", "overwrite")}
+            write_train_config(self.run_dir, saved)
+        self.accelerator.wait_for_everyone()
+
+    def load_data(self) -> None:
+        from ..data import class_counts, get_metadata
+
+        # The run's split, rebuilt the same way by evaluation and publishing (fer_mek.runs.DataOptions).
+        options = DataOptions.from_config(dataclasses.asdict(self.config))
+        # Main process first: it builds caches (synthetic images, parsed CSVs) that the others then read.
+        with self.accelerator.main_process_first():
+            self.dataset = options.load()
+        train = self.dataset["train"]
+        self.label_names = list(train.features["label"].names)
+        self.class_counts = {split: class_counts(self.dataset[split]) for split in self.dataset}
+        self.data_metadata = get_metadata(self.dataset)
+
+    def build_model(self) -> None:
+        from .. import MEKConfig, MEKForImageClassification, MEKImageProcessor
+        from ..convert import load_backbone_weights
+
+        config = self.config
+        baseline = config.method == "baseline"
+        model_config = MEKConfig(
+            backbone=config.backbone,
+            backbone_kwargs={"drop_path_rate": config.drop_path} if config.drop_path else None,
+            head=config.head,
+            dropout=config.dropout,
+            image_size=config.image_size,
+            id2label=dict(enumerate(self.label_names)),
+            # Plain cross-entropy is RSL with no smoothing and no attention term.
+            smoothing=0.0 if baseline else config.smoothing,
+            attention_weight=0.0 if baseline else config.attention_weight,
+            class_counts=self.class_counts["train"],
+        )
+        self.model = MEKForImageClassification(model_config)
+        self.init_report = {"source": "random"}
+        if config.init != "random":
+            self.init_report = load_backbone_weights(self.model, config.init)
+        self.processor = MEKImageProcessor.from_model_config(model_config)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def resolve_num_workers(self) -> int:
+        """--num-workers, or with -1 the cores this process can spare: the cached pipeline only copies batches out of
+        a memory map, so on a CPU device workers would just compete with the model; per-sample decoding needs them."""
+        if self.config.num_workers >= 0:
+            return self.config.num_workers
+        per_process = max(1, usable_cores() // self.accelerator.num_processes)
+        if self.config.data_pipeline == "cached":
+            return 0 if self.accelerator.device.type == "cpu" else min(2, per_process)
+        return min(8, max(1, per_process - 1))
+
+    def build_loaders(self) -> None:
+        from torch.utils.data import DataLoader
+
+        config = self.config
+        self.num_workers = self.resolve_num_workers()
+        loader_kwargs: dict[str, Any] = {
+            "batch_size": config.batch_size, "num_workers": self.num_workers,
+            "pin_memory": self.accelerator.device.type == "cuda", "persistent_workers": self.num_workers > 0,
+        }
+        weights = None
+        if config.balanced_sampler:
+            counts = self.class_counts["train"]
+            weights = [1.0 / counts[label] for label in self.dataset["train"]["label"]]
+        self.train_sampler = EpochSampler(len(self.dataset["train"]), config.seed, weights)
+        if config.data_pipeline == "cached":
+            from ..data import identity_collate
+
+            train, evals = self._cached_datasets()
+            loader_kwargs["collate_fn"] = identity_collate
+        else:
+            from ..data import collate_fn, make_transform
+
+            train_transform = make_transform(self.processor, train=True, with_flip=config.method == "mek",
+                                             auto_augment=config.auto_augment or None, re_prob=config.re_prob)
+            train = SeededAugmentation(self.dataset["train"], train_transform, config.seed)
+            eval_transform = make_transform(self.processor, train=False, with_flip=False)
+            evals = {split: self.dataset[split].with_transform(eval_transform) for split in ("validation", "test")}
+            loader_kwargs["collate_fn"] = collate_fn
+        self.train_loader = DataLoader(train, sampler=self.train_sampler, drop_last=True, **loader_kwargs)
+        self.eval_loaders = {split: DataLoader(data, shuffle=False, **loader_kwargs) for split, data in evals.items()}
+        if len(self.train_loader) == 0:
+            raise ValueError(f"the train split has {len(self.dataset['train'])} images, fewer than one batch "
+                             f"(--batch-size {config.batch_size}); lower the batch size")
+
+    def _cached_datasets(self) -> tuple[Any, dict[str, Any]]:
+        """Pixel caches of every split (built once, by the main process first) and the batched augmentation."""
+        from ..data import BatchAugmentation, CachedImages, cached_pixels, default_cache_dir
+        from ..data.cache import describe_cache
+        from ..data.transforms import processor_settings
+
+        config, accelerator = self.config, self.accelerator
+        settings = processor_settings(self.processor)
+        size = (settings["height"], settings["width"])
+        interpolation = str(getattr(settings["interpolation"], "value", settings["interpolation"]))
+        pixels = {}
+        with accelerator.main_process_first():
+            for split in ("train", "validation", "test"):
+                pixels[split] = cached_pixels(
+                    self.dataset[split], size, interpolation=interpolation, cache_dir=default_cache_dir(),
+                    show_progress=accelerator.is_local_main_process,
+                )
+        self.print(f"pixel cache: train {describe_cache(pixels['train'])}")
+        self.augment = BatchAugmentation(
+            size, settings["mean"], settings["std"], auto_augment=config.auto_augment or None,
+            re_prob=config.re_prob, normalize=settings["normalize"],
+        ).to(accelerator.device)
+        self.eval_mean = self.augment.mean if settings["normalize"] else torch.zeros_like(self.augment.mean)
+        self.eval_std = self.augment.std if settings["normalize"] else torch.ones_like(self.augment.std)
+        train = CachedImages(pixels["train"], self.dataset["train"]["label"], seed=config.seed)
+        evals = {split: CachedImages(pixels[split], self.dataset[split]["label"]) for split in ("validation", "test")}
+        return train, evals
+
+    def build_optimization(self) -> None:
+        import timm.optim
+
+        config = self.config
+        total_batch = config.batch_size * config.grad_accum * self.accelerator.num_processes
+        self.lr = config.lr if config.lr is not None else 5e-4 * total_batch / 512
+        # torch's fused Adam(W) kernels: one kernel per step instead of one per tensor on a GPU; on a CPU the
+        # optimizer step of a ResNet-18 drops from about 25 to 11 ms (BENCHMARKS.md).
+        fused = {"fused": True} if config.optimizer in ("adam", "adamw") and self.accelerator.device.type in ("cuda", "cpu") else {}
+        self.optimizer = timm.optim.create_optimizer_v2(
+            self.model, opt=config.optimizer, lr=self.lr, weight_decay=config.weight_decay, **fused
+        )
+        # Scheduler steps are optimizer steps of one process; accelerate scales them for N processes.
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
+        self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
+        (self.model, self.optimizer, self.train_loader, self.scheduler) = self.accelerator.prepare(
+            self.model, self.optimizer, self.train_loader, self.scheduler
+        )
+        if config.compile:
+            # The wrapped module's forward is compiled in place: checkpoints, unwrap_model and save_pretrained keep
+            # the plain module and its parameter names.
+            self.accelerator.unwrap_model(self.model).compile()
+        self.eval_loaders = {k: self.accelerator.prepare_data_loader(v) for k, v in self.eval_loaders.items()}
+        self.ema = None
+        if config.ema_decay > 0:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.accelerator.unwrap_model(self.model), decay=config.ema_decay)
+            self.accelerator.register_for_checkpointing(self.ema)
+
+    # -- checkpoints
+    def save_checkpoint(self) -> None:
+        """accelerate state + trainer state into checkpoint/, through a staging folder and a rename."""
+        from ..io import replace_directory
+
+        staging = self.run_dir / f".tmp-checkpoint-{self.state.global_step}"
+        if self.accelerator.is_main_process and staging.exists():
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        try:
+            self.accelerator.save_state(str(staging), safe_serialization=True)
+            if self.accelerator.is_main_process:
+                (staging / "trainer_state.json").write_text(json.dumps(self.state.to_dict(), indent=1))
+                replace_directory(staging, self.run_dir / CHECKPOINT)
+        finally:
+            if self.accelerator.is_main_process and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self) -> None:
+        checkpoint = self.run_dir / CHECKPOINT
+        self.accelerator.load_state(str(checkpoint))
+        self.state.load(json.loads((checkpoint / "trainer_state.json").read_text()))
+        self.print(f"resumed from {checkpoint}: epoch {self.state.epoch + 1}, step {self.state.step_in_epoch} "
+                   f"of {len(self.train_loader)} in that epoch, {self.state.global_step} optimizer steps done")
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def save_model(self, name: str) -> None:
+        """best/ or last/: a save_pretrained folder (the EMA weights when EMA is on), written atomically."""
+        from ..io import atomic_directory
+
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.eval_model())
+            with atomic_directory(self.run_dir / name, overwrite=True) as staging:
+                model.save_pretrained(staging, safe_serialization=True)
+                self.processor.save_pretrained(staging)
+        self.accelerator.wait_for_everyone()
+
+    # -- evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, Any]:
+        from ..metrics import compute_metrics
+
+        model = model if model is not None else self.eval_model()
+        was_training = model.training
+        model.eval()
+        predictions, references = [], []
+        for batch in self.eval_loaders[split]:
+            with self.accelerator.autocast():
+                logits = model(pixel_values=self.eval_pixel_values(batch)).logits
+            # gather_for_metrics drops the samples that pad the last batch of an uneven split across processes.
+            preds, refs = self.accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
+            predictions.append(preds.cpu())
+            references.append(refs.cpu())
+        model.train(was_training)
+        return compute_metrics(torch.cat(predictions), torch.cat(references), self.label_names)
+
+    # -- the loop
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The model's training inputs from a batch of the train loader (already on the device): the cached
+        pipeline's uint8 images are augmented here, on the device; the flip pair is built after augmentation."""
+        if "images" in batch:
+            pixel_values = self.augment(batch["images"], batch["uniforms"])
+            inputs: dict[str, Any] = {"pixel_values": pixel_values, "labels": batch["labels"]}
+            if self.config.method == "mek":
+                inputs["flipped_pixel_values"] = pixel_values.flip(-1)
+        else:
+            inputs = {key: batch[key] for key in ("pixel_values", "labels", "flipped_pixel_values") if key in batch}
+        if self.config.channels_last:
+            for key in ("pixel_values", "flipped_pixel_values"):
+                if key in inputs:
+                    inputs[key] = inputs[key].contiguous(memory_format=torch.channels_last)
+        if "flipped_pixel_values" in inputs:
+            inputs["single_pass"] = self.config.single_pass
+        return inputs
+
+    def eval_pixel_values(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised evaluation inputs of an evaluation batch: the cached pipeline's uint8 images on the device,
+        converted with the evaluation transform's operations (bit-identical to the per-sample pipeline)."""
+        if "images" not in batch:
+            return batch["pixel_values"]
+        pixels = batch["images"].contiguous()  # the cache is NHWC: a permuted view would switch conv kernels
+        return pixels.float().mul_(1.0 / 255.0).sub_(self.eval_mean).div_(self.eval_std)
+
+    def train_step(self, inputs: dict[str, torch.Tensor]) -> Any:
+        """Forward, backward, clipping and (at accumulation boundaries) one optimizer and scheduler step on model
+        inputs already on the device (``pixel_values``, ``labels``, optional ``flipped_pixel_values``)."""
+        config, accelerator = self.config, self.accelerator
+        with accelerator.accumulate(self.model):
+            outputs = self.model(**inputs)
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients and config.clip_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return outputs
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        config, accelerator = self.config, self.accelerator
+        self.model.train()
+        loader = self.train_loader
+        if self.state.step_in_epoch:
+            loader = accelerator.skip_first_batches(loader, self.state.step_in_epoch)
+        # accelerate's loaders push their own epoch counter into the sampler at every iteration (and the loader of
+        # skip_first_batches starts it at 0): set it on the loader that is iterated.
+        loader.set_epoch(epoch)
+        sums = {"loss": 0.0, "smooth_label_loss": 0.0, "attention_loss": 0.0}
+        seen = 0
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", initial=self.state.step_in_epoch,
+                        total=len(self.train_loader), disable=not accelerator.is_local_main_process, leave=False)
+        for batch in progress:
+            outputs = self.train_step(self.model_inputs(batch))
+            self.state.step_in_epoch += 1
+            for key in sums:
+                value = getattr(outputs, key, None)
+                if value is not None:
+                    sums[key] += float(value.detach())  # also waits for the device: step_times are real
+            seen += 1
+            self.step_times.append(time.perf_counter())
+            if accelerator.sync_gradients:
+                self.state.global_step += 1
+                if self.ema is not None:
+                    self.ema.update(accelerator.unwrap_model(self.model), step=self.state.global_step)
+                if self.state.global_step % 10 == 0:
+                    accelerator.log({"train/loss": float(outputs.loss.detach()),
+                                     "train/lr": self.scheduler.get_last_lr()[0]}, step=self.state.global_step)
+                progress.set_postfix(loss=f"{float(outputs.loss.detach()):.3f}")
+                if config.checkpoint_every and self.state.global_step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.interrupted or (config.max_steps and self.state.global_step >= config.max_steps):
+                    break
+        progress.close()
+        return {f"train_{k}": v / max(seen, 1) for k, v in sums.items() if v or k == "loss"}
+
+    def setup(self) -> None:
+        """Run folder, data, model, loaders, optimizer and scheduler: everything before the first step."""
+        self.prepare_run_folder()
+        self.load_data()
+        self.build_model()
+        self.build_loaders()
+        self.build_optimization()
+
+    def run(self) -> dict[str, Any]:
+        config, accelerator, state = self.config, self.accelerator, self.state
+        started = time.time()
+        self.setup()
+        if config.resume:
+            self.load_checkpoint()
+        accelerator.init_trackers("fer-mek", config={k: v for k, v in dataclasses.asdict(config).items()
+                                                     if isinstance(v, (int, float, str, bool))})
+        if self.tracker != config.log_with:
+            self.print(f"note: tensorboard is not installed; training curves go to {TRAINING_CURVES} only")
+        self.print(self.describe())
+        self.warn_single_thread()
+
+        previous = signal.signal(signal.SIGINT, self._on_interrupt) if accelerator.is_main_process else None
+        try:
+            while state.epoch < config.epochs and not self.interrupted:
+                epoch = state.epoch
+                train_stats = self.train_epoch(epoch)
+                if self.interrupted:
+                    break
+                epoch_finished = state.step_in_epoch >= len(self.train_loader)
+                if not epoch_finished:  # --max-steps reached inside the epoch
+                    self.save_checkpoint()
+                    break
+                val = self.evaluate("validation")
+                row = {"epoch": epoch + 1, **train_stats, "lr": self.scheduler.get_last_lr()[0],
+                       **{f"val_{k}": val[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")}}
+                state.history.append(row)
+                accelerator.log({k.replace("val_", "val/"): v for k, v in row.items() if k.startswith("val_")},
+                                step=state.global_step)
+                improved = val[config.select_metric] > state.best_metric
+                if improved:
+                    state.best_metric, state.best_epoch = val[config.select_metric], epoch + 1
+                    state.epochs_without_improvement = 0
+                    self.save_model(BEST)
+                else:
+                    state.epochs_without_improvement += 1
+                self.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}  "
+                           f"val mean-class acc {val['mean_class_accuracy']:.4f}" + ("  (best)" if improved else ""))
+                state.epoch, state.step_in_epoch = epoch + 1, 0
+                self.save_checkpoint()
+                if config.early_stopping_patience and state.epochs_without_improvement >= config.early_stopping_patience:
+                    self.print(f"early stopping: no {config.select_metric} gain for "
+                               f"{config.early_stopping_patience} epochs")
+                    break
+                if config.max_steps and state.global_step >= config.max_steps:
+                    break
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if self.interrupted:
+            self.save_checkpoint()
+            self.print(f"interrupted: checkpoint saved in {self.run_dir / CHECKPOINT}; continue with --resume")
+            accelerator.end_training()
+            return {"interrupted": True}
+        if state.best_epoch < 0:
+            # No epoch finished (--max-steps inside the first epoch): nothing was selected, nothing is reported.
+            accelerator.end_training()
+            return {"finished": False, "global_step": state.global_step}
+        self.save_model(LAST)
+        results = self.finish(time.time() - started)
+        accelerator.end_training()
+        return results
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        if self.interrupted:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\nCtrl-C: finishing the current step, saving a checkpoint, then exiting (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    def warn_single_thread(self) -> None:
+        """`accelerate launch` gives every process one CPU thread unless told otherwise: on a CPU that halves (or
+        worse) the speed of a single-process run without a word."""
+        if self.accelerator.device.type != "cpu":
+            return
+        spare = usable_cores() // self.accelerator.num_processes
+        if torch.get_num_threads() < spare:
+            self.print(f"note: {torch.get_num_threads()} CPU thread(s) per process but {spare} core(s) available; "
+                       f"`accelerate launch --num_cpu_threads_per_process {spare}` (or OMP_NUM_THREADS={spare}) "
+                       "uses them all")
+
+    def describe(self) -> str:
+        c = self.config
+        counts = ", ".join(f"{n} {k}" for k, n in zip(self.label_names, self.class_counts["train"], strict=True))
+        return (f"fer-mek training: {c.method} on {c.source} ({len(self.dataset['train'])} train / "
+                f"{len(self.dataset['validation'])} val / {len(self.dataset['test'])} test), {c.backbone} "
+                f"(init {self.init_report['source']}), {c.image_size}px, {c.epochs} epochs x {self.steps_per_epoch} "
+                f"steps, lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
+                f"({torch.get_num_threads()} CPU threads each), "
+                f"mixed precision {c.mixed_precision}\ntrain classes: {counts}")
+
+    def finish(self, train_seconds: float) -> dict[str, Any]:
+        """Evaluate the chosen checkpoint on validation and, once, on test; write results, plots and summary."""
+        from .. import MEKForImageClassification
+        from ..figures import plot_confusion_matrix, plot_training_curves
+        from ..metrics import format_metrics_table
+
+        accelerator, state = self.accelerator, self.state
+        # Contiguous, as fer_mek.evaluation and users load it: the reported numbers are theirs to the last bit.
+        best = MEKForImageClassification.from_pretrained(self.run_dir / BEST).to(accelerator.device)
+        val = self.evaluate("validation", best)
+        test = self.evaluate("test", best)
+        results = {
+            "run": self.run_dir.name,
+            "recipe": self.config.recipe,
+            "method": self.config.method,
+            "dataset": {"source": self.config.source, "root": self.config.data_root, **self.data_metadata,
+                        "val_fraction": self.config.val_fraction, "split_seed": self.config.split_seed},
+            "label_names": self.label_names,
+            "class_counts": self.class_counts,
+            "balance_weights": best.config.get_balance_weights(),
+            "init": self.init_report,
+            "selection": {"metric": self.config.select_metric, "best_epoch": state.best_epoch,
+                          "checkpoint": BEST, "ema": self.ema is not None},
+            "validation": val,
+            "test": test,
+            "history": state.history,
+            "config": dataclasses.asdict(self.config),
+            "environment": {**versions(), "num_processes": accelerator.num_processes,
+                            "device": str(accelerator.device), "mixed_precision": self.config.mixed_precision,
+                            "tracker": self.tracker, "platform": platform.platform()},
+            "train_seconds": round(train_seconds, 1),
+        }
+        if accelerator.is_main_process:
+            write_results(self.run_dir, results)
+            plot_confusion_matrix(test["confusion_matrix"], self.label_names, self.run_dir / CONFUSION_MATRIX,
+                                  title=f"{self.config.source} test, epoch {state.best_epoch}")
+            plot_training_curves(state.history, self.run_dir / TRAINING_CURVES, best_epoch=state.best_epoch)
+            self.print("\n" + "=" * 72)
+            self.print(f"run {self.run_dir} — best epoch {state.best_epoch} of {len(state.history)} "
+                       f"(on validation {self.config.select_metric}); {train_seconds / 60:.1f} min")
+            self.print(f"validation: accuracy {val['accuracy']:.4f}, mean-class accuracy "
+                       f"{val['mean_class_accuracy']:.4f}")
+            self.print("test (evaluated once, on the chosen checkpoint):")
+            self.print(format_metrics_table(test, self.label_names))
+            if self.config.source == "synthetic":
+                self.print("(synthetic expression set: these numbers say nothing about real FER accuracy)")
+            self.print(f"model: {self.run_dir / BEST}   results: {self.run_dir / RESULTS}")
+            self.print("=" * 72)
+        return results
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
+
+
+def main(argv: list[str] | None = None, recipe_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Parse options, check them and the run folder, train. Returns the results (also in results.json).
+
+    Args:
+        argv: Command-line options (default: ``sys.argv[1:]``), e.g. ``["--recipe", "rafdb-resnet18-imagenet",
+            "--data-root", "RAF-DB/basic"]``.
+        recipe_dir: Where recipe names are looked up (default: the packaged recipes).
+
+    Returns:
+        The results of ``results.json``; ``{"interrupted": True}`` after Ctrl-C (a checkpoint was saved), or
+        ``{"finished": False, "global_step": N}`` when ``--max-steps`` stopped the run inside its first epoch.
+
+    Raises:
+        ValueError: A bad option, a run folder in the way, or data that cannot be read (the
+            message says what to change).
+    """
+    config = parse_config(argv, recipe_dir)
+    check_run_folder(config)
+    return Trainer(config).run()
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """The command line (``scripts/train.py``, ``python -m fer_mek.train``): :func:`main` with its errors as one
+    ``error: ...`` line. Returns the exit status: 0, or 130 when interrupted (a checkpoint was saved)."""
+    try:
+        outcome = main(argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 130 if outcome.get("interrupted") else 0
