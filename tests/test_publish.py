@@ -1,8 +1,10 @@
-"""Publishing (``scripts/push.py``, ``fer_mek.publish``): the folder, its loading, the card, the upload, the errors.
+"""Publishing (``fer_mek.publish``, the command line of ``scripts/push.py``): the folder, its loading, the card,
+the upload, the errors.
 
-Offline: the upload goes to a loopback fake Hub (``tests/hub_server.py``). Most tests use a tiny run built here
-(resnet18 at 32 px on a tiny RAF-DB tree, results in the exact schema of ``scripts/train.py``); one test publishes a
-run of the real trainer on the synthetic set.
+Offline: the upload goes to a loopback fake Hub (``tests/hub_server.py``). Most tests use a tiny run
+(:func:`tests.publish_fixtures.make_run`: resnet18 at 32 px on a tiny RAF-DB tree, results in the exact schema of the
+trainer); one test publishes a run of the real trainer on the synthetic set. The card's own functions are tested in
+``test_model_card.py``, the verification in ``test_verify.py``.
 """
 
 from __future__ import annotations
@@ -19,95 +21,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO_ROOT, TINY_BACKBONE, TINY_IMAGE_SIZE, load_script
+from fer_mek import publish as publish_module
+from fer_mek.model_card import default_card_template
+from fer_mek.publish import PublishError, main, publish
+from fer_mek.runs import RunError, load_run
+from fer_mek.verify import VerificationReport
+
 from .hub_server import FakeHub
+from .publish_fixtures import EXPECTED_FILES, REPO_ID, images, make_run, reference_logits
 
 FAKE_TOKEN = "hf_FAKEtokenForTestsOnly0123456789abcdef"
-REPO_ID = "alice/fer-mek-test"
-RAF_TRAIN = (12, 4, 8, 30, 15, 8, 21)
-RAF_TEST = (3, 2, 2, 6, 4, 2, 5)
-EXPECTED_FILES = {
-    "README.md", "config.json", "preprocessor_config.json", "model.safetensors", "configuration_mek.py",
-    "modeling_mek.py", "image_processing_mek.py", "losses.py", "labels.py", "confusion_matrix.png",
-    "training_curves.png", "results.json",
-}
-
-
-push = load_script("push")
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
-def _metrics(seed: int, references: list[int], labels: list[str]) -> dict:
-    from fer_mek.metrics import compute_metrics
-
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randint(len(labels), (len(references),), generator=generator).tolist()
-    keep = (torch.rand(len(references), generator=generator) < 0.6).tolist()
-    predictions = [r if k else n for r, k, n in zip(references, keep, noise, strict=True)]
-    return compute_metrics(predictions, references, labels)
-
-
-def make_run(root: Path, *, init: dict | None = None) -> Path:
-    """A finished tiny run in the layout and results schema of scripts/train.py, on a tiny RAF-DB tree."""
-    from fer_mek import MEKConfig, MEKForImageClassification, MEKImageProcessor
-    from fer_mek.data import class_counts, get_metadata, load_source
-    from fer_mek.data.fixtures import write_rafdb
-    from fer_mek.plots import plot_confusion_matrix, plot_training_curves
-
-    data_root = write_rafdb(root / "rafdb", RAF_TRAIN, RAF_TEST, size=32)
-    dataset = load_source("rafdb", str(data_root), val_fraction=0.1, seed=0, skip_bad=False)
-    labels = list(dataset["train"].features["label"].names)
-    counts = {split: class_counts(dataset[split]) for split in dataset}
-    run = root / "run"
-    config = MEKConfig(backbone=TINY_BACKBONE, image_size=TINY_IMAGE_SIZE, id2label=dict(enumerate(labels)),
-                       smoothing=0.2, attention_weight=2.0, class_counts=counts["train"])
-    for name, seed in (("best", 0), ("last", 1)):
-        torch.manual_seed(seed)
-        model = MEKForImageClassification(config).eval()
-        model.save_pretrained(run / name)
-        MEKImageProcessor.from_model_config(config).save_pretrained(run / name)
-    history = [{"epoch": e, "train_loss": 2.0 - 0.1 * e, "lr": 1e-3, "val_accuracy": 0.3 + 0.05 * e,
-                "val_mean_class_accuracy": 0.2 + 0.05 * e, "val_macro_f1": 0.2 + 0.04 * e} for e in (1, 2, 3)]
-    validation = _metrics(1, list(dataset["validation"]["label"]), labels)
-    test = _metrics(2, list(dataset["test"]["label"]), labels)
-    train_config = {
-        "recipe": "rafdb-resnet18-imagenet", "source": "rafdb", "data_root": str(data_root), "val_fraction": 0.1,
-        "split_seed": 0, "synthetic_images": 4000, "skip_bad": False, "backbone": TINY_BACKBONE, "head": "linear",
-        "init": "timm", "image_size": TINY_IMAGE_SIZE, "dropout": 0.0, "drop_path": 0.0, "method": "mek",
-        "smoothing": 0.2, "attention_weight": 2.0, "epochs": 3, "batch_size": 16, "grad_accum": 1,
-        "optimizer": "adam", "lr": 0.0002, "weight_decay": 0.0001, "scheduler": "exponential", "warmup_epochs": 1.0,
-        "gamma": 0.9, "clip_grad_norm": 5.0, "mixed_precision": "no", "ema_decay": 0.0, "balanced_sampler": False,
-        "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25, "select_metric": "mean_class_accuracy",
-        "early_stopping_patience": 0, "output_dir": str(run), "overwrite": False, "resume": False,
-        "checkpoint_every": 0, "max_steps": 0, "seed": 0, "num_workers": 0, "log_with": "none",
-    }
-    results = {
-        "run": run.name,
-        "recipe": "rafdb-resnet18-imagenet",
-        "method": "mek",
-        "dataset": {"source": "rafdb", "root": str(data_root), **get_metadata(dataset), "val_fraction": 0.1,
-                    "split_seed": 0},
-        "label_names": labels,
-        "class_counts": counts,
-        "balance_weights": config.get_balance_weights(),
-        "init": init or {"source": "timm:resnet18", "weights": "timm/resnet18.a1_in1k", "loaded_tensors": 120,
-                         "dropped_keys": []},
-        "selection": {"metric": "mean_class_accuracy", "best_epoch": 2, "checkpoint": "best", "ema": False},
-        "validation": validation,
-        "test": test,
-        "history": history,
-        "config": train_config,
-        "environment": {"fer_mek": "0.1.0", "torch": torch.__version__, "num_processes": 1, "device": "cpu",
-                        "mixed_precision": "no", "tracker": "none"},
-        "train_seconds": 12.3,
-    }
-    (run / "results.json").write_text(json.dumps(results, indent=2))
-    plot_confusion_matrix(test["confusion_matrix"], labels, run / "confusion_matrix.png", title="rafdb test")
-    plot_training_curves(history, run / "training_curves.png", best_epoch=2)
-    (run / "train_config.yaml").write_text("source: rafdb\n")
-    return run
-
-
 @pytest.fixture(scope="module")
 def rafdb_run(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("publish-run"))
@@ -115,30 +41,11 @@ def rafdb_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def published(rafdb_run, tmp_path_factory):
-    """The dry-run folder of the tiny RAF-DB run, through the command line (with the real verification)."""
+    """The dry-run folder of the tiny RAF-DB run, through :func:`fer_mek.publish.publish` (with the real verification)."""
     out = tmp_path_factory.mktemp("publish-out") / "folder"
     lines: list[str] = []
-    from fer_mek import publish as publish_module
-
-    result = publish_module.publish(rafdb_run, REPO_ID, dry_run=True, output_dir=out, echo=lines.append)
+    result = publish(rafdb_run, REPO_ID, dry_run=True, output_dir=out, echo=lines.append)
     return out, result, lines
-
-
-def images(count: int = 3, size: int = 40) -> list:
-    from PIL import Image
-
-    generator = torch.Generator().manual_seed(5)
-    return [Image.fromarray(torch.randint(0, 255, (size, size + 7, 3), generator=generator, dtype=torch.uint8)
-                            .numpy()) for _ in range(count)]
-
-
-def reference_logits(model_dir: Path, pictures: list) -> torch.Tensor:
-    from fer_mek import MEKForImageClassification, MEKImageProcessor
-
-    model = MEKForImageClassification.from_pretrained(model_dir).eval()
-    processor = MEKImageProcessor.from_pretrained(model_dir)
-    with torch.no_grad():
-        return model(**processor(pictures, return_tensors="pt")).logits
 
 
 # ------------------------------------------------------------------------------------------------ the folder
@@ -284,61 +191,18 @@ def test_card_metadata_and_model_index_round_trip(published, rafdb_run):
     assert "non-commercial research only" in text
     assert "synthetic" not in text.lower().split("## intended use")[0]
 
-
-def _run_with(results: dict, config: dict | None = None):
-    from fer_mek.publish import Run
-
-    labels = results["label_names"]
-    config = config or {"backbone": "resnet18", "head": "conv_bn", "image_size": 224,
-                        "id2label": {str(i): n for i, n in enumerate(labels)}, "smoothing": 0.2,
-                        "attention_weight": 0.1}
-    return Run(path=Path("runs/fer"), model_dir=Path("runs/fer/best"), checkpoint="best", results=results,
-               config=config, test_results_apply=True, no_test_reason=None)
-
-
-@pytest.mark.parametrize(("layout", "split"), [("csv", "PrivateTest"), ("folders", "test")])
-def test_fer2013_card_names_the_split_and_terms(rafdb_run, layout, split):
-    from huggingface_hub import ModelCard
-
-    from fer_mek.labels import FER2013_LABELS
-    from fer_mek.publish import build_card
-
-    results = json.loads((rafdb_run / "results.json").read_text())
-    results["label_names"] = list(FER2013_LABELS)
-    results["dataset"] = {"source": "fer2013", "layout": layout, "val_fraction": 0.1, "split_seed": 0,
-                          **({"test_split": "PrivateTest"} if layout == "csv" else {})}
-    results["init"] = {"source": "random"}
-    card = ModelCard(str(build_card(_run_with(results), "bob/fer-mek-fer2013")))
-    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results} == {
-        ("fer2013", "FER-2013", split)}
-    assert card.data.license == "other" and card.data.license_name == "fer2013-research-only"
-    assert card.data.base_model is None and card.data.datasets == ["fer2013"]
-    assert "goodfellow2013challenges" in card.text and "FER-2013's order" in card.text
-
-
-def test_prepared_hub_dataset_keeps_its_origin_and_license_can_be_overridden(rafdb_run):
-    from fer_mek.publish import build_card_data, describe_dataset
-
-    results = json.loads((rafdb_run / "results.json").read_text())
-    results["dataset"] = {"source": "hub", "root": "/data/rafdb-prepared", "prepared_from": "rafdb"}
-    assert describe_dataset(results).name == "RAF-DB"
-    results["dataset"] = {"source": "hub", "root": "someone/my-faces", "splits_used": {"test": "test"}}
-    data = build_card_data(_run_with(results), REPO_ID, license="apache-2.0")
-    assert data.datasets == ["someone/my-faces"] and data.license == "apache-2.0" and data.license_name is None
-    assert {r.dataset_type for r in data.eval_results} == {"someone/my-faces"}
-
-
 # ----------------------------------------------------------------------------------- the real trainer, end to end
 def test_synthetic_run_of_the_trainer_is_published_without_fer_claims(tmp_path, capsys):
     from huggingface_hub import ModelCard
     from transformers import AutoModelForImageClassification
 
-    train = load_script("train")
+    from fer_mek.train import main as train
+
     run = tmp_path / "run"
-    train.main(["--synthetic-images", "150", "--image-size", "32", "--batch-size", "16", "--num-workers", "0",
+    train(["--synthetic-images", "150", "--image-size", "32", "--batch-size", "16", "--num-workers", "0",
                 "--log-with", "none", "--auto-augment", "", "--epochs", "1", "--output-dir", str(run)])
     out = tmp_path / "folder"
-    assert push.main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 0
+    assert main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "synthetic validation split" in printed and "ok  remote code, AutoModel" in printed
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES
@@ -378,18 +242,16 @@ def online(monkeypatch, tmp_path):
 
 
 def skip_verification(monkeypatch):
-    """For tests about other things: verification is covered by the tests above (it takes a few seconds)."""
-    from fer_mek import publish as publish_module
-
+    """For tests about other things: verification is covered by test_verify.py and above (it takes a few seconds)."""
     monkeypatch.setattr(publish_module, "verify_folder",
-                        lambda folder, run, pictures, source="", **kw: publish_module.VerificationReport(source, 0))
+                        lambda folder, run, pictures, source="", **kw: VerificationReport(source, 0))
 
 
 def test_upload_commits_the_dry_run_folder_and_never_leaks_the_token(rafdb_run, published, online, tmp_path, capfd):
     dry_folder, _, _ = published
     record = tmp_path / "uploaded"
     with FakeHub() as hub:
-        code = push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url,
+        code = main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url,
                           "--output-dir", str(record)])
     out, err = capfd.readouterr()
     assert code == 0, err
@@ -415,10 +277,10 @@ def test_upload_commits_the_dry_run_folder_and_never_leaks_the_token(rafdb_run, 
 def test_upload_to_a_private_repository_and_a_branch(rafdb_run, online, monkeypatch, capsys):
     skip_verification(monkeypatch)
     with FakeHub() as hub:
-        assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url, "--private",
+        assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url, "--private",
                           "--revision", "dev", "--commit-message", "First MEK model"]) == 0
         # A second push to the same repository and branch is a new commit, not an error.
-        assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url,
+        assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url,
                           "--revision", "dev"]) == 0
     assert hub.repos[REPO_ID]["visibility"] == "private"
     assert hub.branches[REPO_ID] == {"main", "dev"}
@@ -434,7 +296,7 @@ def test_upload_to_a_private_repository_and_a_branch(rafdb_run, online, monkeypa
 def test_refused_upload_is_clear_and_commits_nothing(rafdb_run, online, monkeypatch, capsys, endpoint, status, hint):
     skip_verification(monkeypatch)
     with FakeHub(refuse={endpoint: (status, "You don't have the rights to create a model under this namespace")}) as hub:
-        code = push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url])
+        code = main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url])
     err = capsys.readouterr().err
     assert code == 1
     assert "the Hub refused the upload" in err and str(status) in err and hint in err
@@ -445,7 +307,7 @@ def test_refused_upload_is_clear_and_commits_nothing(rafdb_run, online, monkeypa
 
 # --------------------------------------------------------------------------------------------------- errors
 def test_missing_run_folder(tmp_path, capsys):
-    assert push.main(["--run", str(tmp_path / "nowhere"), "--repo-id", REPO_ID, "--dry-run",
+    assert main(["--run", str(tmp_path / "nowhere"), "--repo-id", REPO_ID, "--dry-run",
                       "--output-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "--output-dir of a training run" in err
@@ -455,7 +317,7 @@ def test_missing_run_folder(tmp_path, capsys):
 @pytest.mark.parametrize("repo_id", ["fer-mek", "alice/fer/mek", "alice/fer mek", "/fer-mek", "alice/", "alice/-x",
                                      "alice/fer--mek", "alice/fer..mek"])
 def test_malformed_repo_id(rafdb_run, tmp_path, capsys, repo_id):
-    assert push.main(["--run", str(rafdb_run), "--repo-id", repo_id, "--dry-run",
+    assert main(["--run", str(rafdb_run), "--repo-id", repo_id, "--dry-run",
                       "--output-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "--repo-id" in err and repr(repo_id) in err and "alice/fer-mek-rafdb" in err
@@ -469,13 +331,13 @@ def test_run_without_results_is_refused_unless_allowed(rafdb_run, tmp_path, monk
     shutil.copytree(rafdb_run / "best", run / "best")
     (run / "checkpoint").mkdir()
     out = tmp_path / "out"
-    assert push.main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 1
+    assert main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert "has no results.json" in err and "--allow-no-results" in err
     assert not out.exists()
 
     skip_verification(monkeypatch)
-    assert push.main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out),
+    assert main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out),
                       "--allow-no-results"]) == 0
     assert {p.name for p in out.iterdir()} == EXPECTED_FILES - {"results.json", "confusion_matrix.png",
                                                                 "training_curves.png"}
@@ -486,9 +348,7 @@ def test_run_without_results_is_refused_unless_allowed(rafdb_run, tmp_path, monk
 
 
 def test_last_checkpoint_is_refused_when_the_results_evaluate_other_weights(rafdb_run, tmp_path, capsys):
-    from fer_mek.publish import load_run
-
-    assert push.main(["--run", str(rafdb_run), "--checkpoint", "last", "--repo-id", REPO_ID, "--dry-run",
+    assert main(["--run", str(rafdb_run), "--checkpoint", "last", "--repo-id", REPO_ID, "--dry-run",
                       "--output-dir", str(tmp_path / "out")]) == 1
     assert "evaluates the 'best' checkpoint, not 'last'" in capsys.readouterr().err
     same = tmp_path / "same"
@@ -503,25 +363,23 @@ def test_results_for_another_model_are_refused(rafdb_run, tmp_path, capsys):
     results = json.loads((run / "results.json").read_text())
     results["label_names"] = list(reversed(results["label_names"]))
     (run / "results.json").write_text(json.dumps(results))
-    assert push.main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir",
+    assert main(["--run", str(run), "--repo-id", REPO_ID, "--dry-run", "--output-dir",
                       str(tmp_path / "out")]) == 1
     assert "the results belong to another model" in capsys.readouterr().err
 
 
 def test_output_dir_is_never_clobbered_nor_half_written(rafdb_run, tmp_path, monkeypatch, capsys):
-    from fer_mek import publish as publish_module
-
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 1
+    assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
 
     def broken_card(*args, **kwargs):
-        raise publish_module.PublishError("card template broken (test)")
+        raise PublishError("card template broken (test)")
 
     monkeypatch.setattr(publish_module, "build_card", broken_card)
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out),
+    assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out),
                       "--overwrite"]) == 1
     assert "card template broken" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "keep.txt").read_text() == "mine"
@@ -531,7 +389,7 @@ def test_upload_needs_the_network_and_a_token(rafdb_run, tmp_path, monkeypatch, 
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID]) == 1
+    assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID]) == 1
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -539,88 +397,15 @@ def test_upload_needs_the_network_and_a_token(rafdb_run, tmp_path, monkeypatch, 
     monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID]) == 1
+    assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID]) == 1
     assert "hf auth login" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------------------------ verification
-def _tampered(monkeypatch, tamper) -> None:
-    from fer_mek import publish as publish_module
-
-    assemble = publish_module.assemble
-
-    def assemble_then_tamper(run, folder, *args, **kwargs):
-        files = assemble(run, folder, *args, **kwargs)
-        tamper(Path(folder))
-        return files
-
-    monkeypatch.setattr(publish_module, "assemble", assemble_then_tamper)
-
-
-def test_verification_refuses_other_weights(rafdb_run, tmp_path, monkeypatch, capsys):
-    _tampered(monkeypatch, lambda folder: shutil.copyfile(rafdb_run / "last" / "model.safetensors",
-                                                          folder / "model.safetensors"))
-    out = tmp_path / "out"
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out)]) == 1
-    assert "logits differ from the run's model" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_verification_refuses_an_incomplete_auto_map(rafdb_run, tmp_path, monkeypatch, capsys):
-    def drop_auto_model(folder: Path) -> None:
-        config = json.loads((folder / "config.json").read_text())
-        del config["auto_map"]["AutoModel"]
-        (folder / "config.json").write_text(json.dumps(config))
-
-    _tampered(monkeypatch, drop_auto_model)
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir",
-                      str(tmp_path / "out")]) == 1
-    assert "auto_map lacks ['AutoModel']" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_verification_refuses_remote_code_that_differs_from_the_package(rafdb_run, tmp_path, monkeypatch, capsys):
-    """The package loads the folder correctly, but its own code (used without the package) computes otherwise."""
-    patch = textwrap.dedent("""
-
-        _forward = MEKForImageClassification.forward
-
-
-        def _shifted(self, *args, **kwargs):
-            output = _forward(self, *args, **kwargs)
-            output.logits = output.logits + 1.0
-            return output
-
-
-        MEKForImageClassification.forward = _shifted
-        """)
-    _tampered(monkeypatch, lambda folder: (folder / "modeling_mek.py").write_text(
-        (folder / "modeling_mek.py").read_text() + patch))
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir",
-                      str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert "remote code, AutoModelForImageClassification: logits differ" in err
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_verification_images_fall_back_to_generated_faces(rafdb_run):
-    from fer_mek.publish import load_run, verification_images
-
-    run = load_run(rafdb_run)
-    pictures, where = verification_images(run, count=4)
-    assert len(pictures) == 4 and "validation split (rafdb" in where
-    pictures, where = verification_images(run, count=3, source="synthetic")
-    assert len(pictures) == 3 and where == "3 generated synthetic faces"
-    run.results = {**run.results, "dataset": {**run.results["dataset"], "root": "/nowhere/rafdb"}}
-    pictures, where = verification_images(run, count=2)
-    assert len(pictures) == 2 and "not available here" in where
 
 
 def test_card_template_with_a_missing_marker_is_refused(rafdb_run, tmp_path, capsys):
     template = tmp_path / "card.md"
-    template.write_text((REPO_ROOT / "MODEL_CARD.md").read_text().replace("<!-- fer-mek:usage -->", ""))
+    template.write_text(default_card_template().read_text().replace("<!-- fer-mek:usage -->", ""))
     out = tmp_path / "out"
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out),
+    assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(out),
                       "--card-template", str(template)]) == 1
     err = capsys.readouterr().err
     assert "{'usage': 0}" in err and "<!-- fer-mek:usage -->" in err
@@ -630,7 +415,20 @@ def test_card_template_with_a_missing_marker_is_refused(rafdb_run, tmp_path, cap
 @pytest.mark.parametrize("where", [".", "best", "best/folder", ".."])
 def test_output_dir_may_not_replace_the_run(rafdb_run, capsys, where):
     before = sorted(p.name for p in rafdb_run.iterdir())
-    assert push.main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir",
+    assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--dry-run", "--output-dir",
                       str(rafdb_run / where), "--overwrite"]) == 1
     assert "would replace or sit inside the run's own files" in capsys.readouterr().err
     assert sorted(p.name for p in rafdb_run.iterdir()) == before
+
+
+def test_run_errors_reach_publish_callers_as_publish_errors(rafdb_run, tmp_path):
+    """load_run raises RunError; publish() reports it as its one error type, the RunError as the cause."""
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "nowhere")
+    with pytest.raises(PublishError, match="--output-dir of a training run") as caught:
+        publish(tmp_path / "nowhere", REPO_ID, dry_run=True, output_dir=tmp_path / "out")
+    assert isinstance(caught.value.__cause__, RunError)
+    with pytest.raises(PublishError, match="--checkpoint must be") as caught:
+        publish(rafdb_run, REPO_ID, checkpoint="middle", dry_run=True, output_dir=tmp_path / "out")
+    assert isinstance(caught.value.__cause__, RunError)
+    assert not (tmp_path / "out").exists()
