@@ -1,4 +1,5 @@
-"""scripts/benchmark.py end to end on a tiny setting: every figure is measured, positive, and written to JSON."""
+"""fer_mek.benchmark (scripts/benchmark.py) end to end on tiny settings: every figure is measured, positive, and
+written to JSON; ``--only data`` and ``--only predict`` land in the same table and JSON."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import math
 
 import pytest
 
-from .conftest import TINY_BACKBONE, TINY_IMAGE_SIZE, load_script
+from fer_mek import benchmark
+from fer_mek.benchmark.fixtures import RAFDB_TEST_COUNTS, fixture_counts
 
-benchmark = load_script("benchmark")
+from .conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
 
 # 120 JPEGs (96 train / 24 test), resnet18 at 32 px, batch 8, one timed window of 2 steps: a few seconds on one core.
 TINY = ["--backbone", TINY_BACKBONE, "--image-size", str(TINY_IMAGE_SIZE), "--batch-size", "8", "--steps", "2",
@@ -58,12 +60,49 @@ def test_bad_options_are_refused(tmp_path):
         benchmark.main([*TINY, "--work-dir", str(tmp_path), "--only", "limit,nonsense"])
     with pytest.raises(ValueError, match="raise --num-images"):
         benchmark.main([*TINY, "--work-dir", str(tmp_path), "--only", "loop", "--steps", "50"])
+    with pytest.raises(SystemExit):
+        benchmark.main(["--only", "data", "--data-sources", "rafdb,nonsense"])
+    assert benchmark.cli_main([*TINY, "--work-dir", str(tmp_path), "--only", "loop", "--steps", "50"]) == 1
 
 
 def test_counts_follow_rafdb_proportions():
-    train, test = benchmark.fixture_counts(15339)
+    train, test = fixture_counts(15339)
     assert (sum(train), sum(test)) == (12271, 3068)
     assert train == [1290, 281, 717, 4772, 1982, 705, 2524]
-    assert test == list(benchmark.RAFDB_TEST_COUNTS)
-    small_train, small_test = benchmark.fixture_counts(120)
+    assert test == list(RAFDB_TEST_COUNTS)
+    small_train, small_test = fixture_counts(120)
     assert sum(small_train) + sum(small_test) == 120 and min(small_train + small_test) >= 3
+
+
+def test_only_data_times_every_source_in_the_same_table_and_json(tmp_path, capsys):
+    # Was scripts/benchmark_data.py's smoke test (tests/test_data_scripts.py).
+    out = tmp_path / "bench.json"
+    results = benchmark.main(["--only", "data", "--data-sources", "rafdb,fer2013-csv", "--data-images", "100",
+                              "--data-limit", "8", "--image-size", "32", "--warmup", "1", "--repeats", "1",
+                              "--work-dir", str(tmp_path), "--json", str(out)])
+    assert "data" not in results  # no RAF-DB tree for the training figures was written
+    saved = json.loads(out.read_text())
+    train = {name: figure for name, figure in saved["figures"].items() if figure["pipeline"] == "train"}
+    assert [figure["source"] for figure in train.values()] == ["rafdb", "fer2013-csv"]
+    assert all(figure["images_per_s"] > 0 for figure in train.values())
+    assert {"data/rafdb/load", "data/rafdb/decode", "data/rafdb/eval"} <= set(saved["figures"])
+    assert saved["git"] == {"commit": None, "dirty": None, "error": "no source folder given"}
+    assert "data rafdb: decode + train augmentation + flip pair" in capsys.readouterr().out
+
+
+def test_only_predict_times_the_predictor_in_detail(tmp_path, capsys):
+    # Was scripts/benchmark_predict.py (no test): detection, one crop, end to end, batched crops, a stream.
+    results = benchmark.main(["--only", "predict", "--backbone", TINY_BACKBONE, "--image-size", str(TINY_IMAGE_SIZE),
+                              "--steps", "1", "--warmup", "1", "--repeats", "1", "--predict-device", "cpu",
+                              "--work-dir", str(tmp_path)])
+    names = ["predict/detect", "predict/classify", "predict/end_to_end", "predict/batch", "predict/stream"]
+    assert list(results["figures"]) == names and results["ratios"] == {}
+    for name, figure in results["figures"].items():
+        assert figure["images_per_s"] > 0 and math.isfinite(figure["images_per_s"]), name
+        assert figure["device"] == "cpu", name
+    stream = results["figures"]["predict/stream"]
+    assert stream["frames"] == 2 and stream["faces_found"] == 2  # warm-up 1 + 1 x 1 frames, one face each
+    assert results["figures"]["predict/batch"]["batch_size"] == 16
+    assert json.loads((tmp_path / "benchmark.json").read_text())["figures"].keys() == results["figures"].keys()
+    table = capsys.readouterr().out
+    assert "predict: face detection, 512x512 photo" in table and "2 faces in 2 frames" in table
