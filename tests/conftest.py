@@ -10,8 +10,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import importlib.util  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -21,17 +19,6 @@ torch.set_num_threads(1)
 
 DATA_DIR = Path(__file__).parent / "data"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (scripts are not a package), once per test session."""
-    module_name = f"fer_mek_scripts.{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses look their module up while the script executes
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
 
 # A small real backbone for fast tests: resnet18 on 32x32 inputs runs in milliseconds on one core.
 TINY_BACKBONE = "resnet18"

@@ -1,14 +1,9 @@
-"""Shared helpers of the data tests (``tests/test_data_*.py``): fixture sizes, image decoding checks, script import.
+"""Shared helpers of the data tests (``tests/test_data_*.py``): fixture sizes and image decoding checks.
 
 The fixtures themselves are written at test time with :mod:`fer_mek.data.fixtures` in each real layout.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -25,7 +20,6 @@ FER_USAGE_COUNTS = {
 }
 #: Small image side of the fixtures (keeps the tests fast).
 SIZE = 32
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def class_position(image) -> int:
@@ -34,14 +28,3 @@ def class_position(image) -> int:
     k = round((level - flat_level(0)) / (flat_level(1) - flat_level(0)))
     assert abs(level - flat_level(k)) < 4, f"gray level {level} is not a fixture level"
     return k
-
-
-def load_script(name: str) -> ModuleType:
-    """Import ``scripts/<name>.py`` as a module (the scripts folder is not a package)."""
-    path = REPO_ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"fer_mek_script_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
