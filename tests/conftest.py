@@ -50,3 +50,19 @@ def saved_tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-mek")
     model.save_pretrained(folder)
     return folder, model
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Three tiny saved MEK models for prediction tests: two with RAF-DB's classes, one with FER-2013's (a different
+    order)."""
+    from fer_mek import FER2013_LABELS, RAFDB_LABELS, MEKConfig, MEKForImageClassification
+
+    root = tmp_path_factory.mktemp("prediction-models")
+    folders = {}
+    for name, labels, seed in (("a", RAFDB_LABELS, 0), ("b", RAFDB_LABELS, 1), ("fer", FER2013_LABELS, 2)):
+        torch.manual_seed(seed)
+        config = MEKConfig(backbone="test_resnet", image_size=64, id2label=dict(enumerate(labels)))
+        MEKForImageClassification(config).eval().save_pretrained(root / name)
+        folders[name] = root / name
+    return folders

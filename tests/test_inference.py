@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_mek import MEKConfig, MEKForImageClassification, MEKImageProcessor
+from fer_mek import MEKImageProcessor
 from fer_mek.labels import FER2013_LABELS, RAFDB_LABELS
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is needed for face detection")
@@ -28,24 +28,6 @@ from fer_mek.tta import tta_probabilities, tta_views  # noqa: E402
 
 # Where MTCNN finds the astronaut's face (x, y, width, height), and the tolerance of a test against it.
 ASTRONAUT_FACE = (182, 63, 87, 111)
-
-
-def _save_tiny(folder: Path, labels: tuple[str, ...], seed: int) -> Path:
-    torch.manual_seed(seed)
-    config = MEKConfig(backbone="test_resnet", image_size=64, id2label=dict(enumerate(labels)))
-    MEKForImageClassification(config).eval().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three tiny MEK models: two with RAF-DB's classes, one with FER-2013's (a different order)."""
-    root = tmp_path_factory.mktemp("inference-models")
-    return {
-        "a": _save_tiny(root / "a", RAFDB_LABELS, 0),
-        "b": _save_tiny(root / "b", RAFDB_LABELS, 1),
-        "fer": _save_tiny(root / "fer", FER2013_LABELS, 2),
-    }
 
 
 @pytest.fixture(scope="session")
