@@ -13,9 +13,12 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from .labels import RAFDB_LABELS
+from .losses import BALANCE_WEIGHT_RULES
 from .losses import balance_weight_values as _balance_weights_from_counts
 
 HEADS = ("linear", "conv_bn")
+#: How a fresh model's classifier is initialised (see :class:`MEKConfig`).
+HEAD_INITS = ("normal", "pytorch")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -49,12 +52,24 @@ class MEKConfig(PreTrainedConfig):
         attention_weight (`float`, defaults to 0.1):
             Weight lambda of the re-balanced attention consistency loss (RAC).
         class_counts (`list[int]`, *optional*):
-            Training samples per class (label order); gives the balance weights `w_c = N / (10 n_c)`. Every class
+            Training samples per class (label order); gives the balance weights by `balance_weight_rule`. Every class
             needs at least one sample.
         balance_weights (`list[float]`, *optional*):
             Explicit per-class balance weights; use instead of `class_counts`. With neither, all weights are 1.
+        balance_weight_rule (`str`, defaults to `"official"`):
+            How `class_counts` give the balance weights. `"official"`: `w_c = N / (10 n_c)` with `N` the number of
+            training samples (the official MEK code). `"mean1"`: `w_c = (1 / n_c) K / sum_j (1 / n_j)`, inverse
+            frequency normalised to mean 1, rounded to float32 (MEK-CV's scripts, which trained the published ResNet
+            checkpoints). Same proportions, different scale: it scales the attention term. Configs saved before this
+            argument existed load as `"official"`.
+        head_init (`str`, defaults to `"pytorch"`):
+            Initialisation of a fresh model's classifier. `"pytorch"`: PyTorch's default `reset_parameters()` of the
+            `nn.Linear` / `nn.Conv2d` (weight kaiming-uniform with `a = sqrt(5)`, bias uniform in
+            `+-1 / sqrt(fan_in)`), drawn once when the layer is built, as both MEK sources' heads have; what fer-mek
+            models have always had. `"normal"`: weight `N(0, initializer_range)`, bias 0. Loaded weights are never
+            re-initialised; a classifier missing from a loaded file gets this init.
         initializer_range (`float`, defaults to 0.02):
-            Standard deviation of the normal initialisation of the classifier.
+            Standard deviation of the normal initialisation of the classifier (`head_init="normal"`).
         num_labels, id2label, label2id:
             The classes. Defaults to RAF-DB's seven expressions in RAF-DB order (surprise, fear, disgust, happy,
             sad, angry, neutral).
@@ -81,6 +96,8 @@ class MEKConfig(PreTrainedConfig):
         class_counts: Sequence[int] | None = None,
         balance_weights: Sequence[float] | None = None,
         initializer_range: float = 0.02,
+        balance_weight_rule: str = "official",
+        head_init: str = "pytorch",
         **kwargs: Any,
     ):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -99,6 +116,8 @@ class MEKConfig(PreTrainedConfig):
         self.class_counts = None if class_counts is None else [int(n) for n in class_counts]
         self.balance_weights = None if balance_weights is None else [float(w) for w in balance_weights]
         self.initializer_range = float(initializer_range)
+        self.balance_weight_rule = balance_weight_rule
+        self.head_init = head_init
         super().__init__(**kwargs)
         self.validate_mek()
 
@@ -114,6 +133,12 @@ class MEKConfig(PreTrainedConfig):
             )
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"unknown head_init {self.head_init!r}; choose one of {HEAD_INITS}")
+        if self.balance_weight_rule not in BALANCE_WEIGHT_RULES:
+            raise ValueError(
+                f"unknown balance_weight_rule {self.balance_weight_rule!r}; choose one of {BALANCE_WEIGHT_RULES}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.image_size < 8:
@@ -134,16 +159,17 @@ class MEKConfig(PreTrainedConfig):
             if values is not None and len(values) != self.num_labels:
                 raise ValueError(f"{name} has {len(values)} entries but the model has {self.num_labels} labels")
         if self.class_counts is not None:
-            _balance_weights_from_counts(self.class_counts)  # raises on a class without samples
+            _balance_weights_from_counts(self.class_counts, self.balance_weight_rule)  # raises on a class without samples
         if self.balance_weights is not None and any(not w > 0 for w in self.balance_weights):
             raise ValueError(f"balance_weights must be positive, got {self.balance_weights}")
 
     def get_balance_weights(self) -> list[float]:
-        """The per-class balance weights the losses use: explicit, from `class_counts`, or all ones."""
+        """The per-class balance weights the losses use: explicit, from `class_counts` by `balance_weight_rule`, or
+        all ones."""
         if self.balance_weights is not None:
             return list(self.balance_weights)
         if self.class_counts is not None:
-            return _balance_weights_from_counts(self.class_counts)
+            return _balance_weights_from_counts(self.class_counts, self.balance_weight_rule)
         return [1.0] * self.num_labels
 
 

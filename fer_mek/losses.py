@@ -9,6 +9,7 @@ This module only imports torch: it is copied flat next to the model code for ``t
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "BALANCE_WEIGHT_RULES",
     "MEKLoss",
     "attention_consistency_loss",
     "balance_weight_values",
@@ -25,19 +27,68 @@ __all__ = [
 ]
 
 
-def balance_weight_values(class_counts: Sequence[int] | torch.Tensor) -> list[float]:
-    """Per-class balance weights ``w_c = N / (10 * n_c)`` of MEK, with ``N`` the number of training samples.
+#: The balance-weight rules: ``official`` is MEK's ``N / (10 n_c)`` (the official code's constants), ``mean1`` the
+#: inverse frequency normalised to mean 1 (MEK-CV's Kaggle scripts, which trained the published ResNet checkpoints).
+BALANCE_WEIGHT_RULES = ("official", "mean1")
 
-    Rare classes get large weights. With RAF-DB's train counts this reproduces the constants of the reference code.
+
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (as ``torch.Tensor.float()`` does), returned as a Python float."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _numpy_sum(values: Sequence[float]) -> float:
+    """The float64 sum of ``values`` in NumPy's order (pairwise, eight accumulators), so that it is NumPy's result
+    bit for bit; MEK-CV sums its inverse counts with ``ndarray.sum``."""
+    n = len(values)
+    if n < 8:
+        total = 0.0
+        for value in values:
+            total += value
+        return total
+    if n <= 128:
+        partial = list(values[:8])
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                partial[j] += values[i + j]
+            i += 8
+        total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]))
+        for value in values[i:]:
+            total += value
+        return total
+    half = n // 2
+    half -= half % 8
+    return _numpy_sum(values[:half]) + _numpy_sum(values[half:])
+
+
+def balance_weight_values(class_counts: Sequence[int] | torch.Tensor, rule: str = "official") -> list[float]:
+    """Per-class balance weights of MEK; rare classes get large weights.
+
+    Rules:
+
+    * ``"official"``: ``w_c = N / (10 * n_c)`` with ``N`` the number of training samples, the official MEK code's
+      rule. With RAF-DB's train counts it reproduces the constants hard-coded there.
+    * ``"mean1"``: ``w_c = (1 / n_c) * K / sum_j (1 / n_j)``, the inverse frequency normalised to mean 1, as MEK-CV's
+      scripts (the published ResNet checkpoints) compute it: in float64, then rounded to float32
+      (``torch.from_numpy(_inv * (K / _inv.sum())).float()``), so that the values are the source's bit for bit.
+
+    Both rules weight classes in the same proportions; they differ by a constant factor (about 1.45 with RAF-DB's
+    counts), which scales the attention term against the smooth-label term (whose targets are renormalised per
+    sample and so do not depend on the scale).
+
     Plain Python on purpose: configs are read inside transformers' meta-device context, where tensors hold no data.
 
     Args:
         class_counts: Number of training samples of each class, in the model's label order.
+        rule: ``"official"`` (default) or ``"mean1"``.
 
     Raises:
-        ValueError: if a class has no training sample (its weight would be infinite), a count is negative, or
-            fewer than two classes are given.
+        ValueError: for an unknown rule, if a class has no training sample (its weight would be infinite), a count is
+            negative, or fewer than two classes are given.
     """
+    if rule not in BALANCE_WEIGHT_RULES:
+        raise ValueError(f"unknown balance-weight rule {rule!r}; choose one of {BALANCE_WEIGHT_RULES}")
     counts = [float(n) for n in (class_counts.tolist() if isinstance(class_counts, torch.Tensor) else class_counts)]
     if len(counts) < 2:
         raise ValueError(f"class_counts must list one count per class (at least two classes), got {counts}")
@@ -48,13 +99,17 @@ def balance_weight_values(class_counts: Sequence[int] | torch.Tensor) -> list[fl
             "Every class needs at least one training image for MEK's balance weights; add samples of that class, "
             "drop the class from the label set, or pass explicit balance_weights."
         )
+    if rule == "mean1":
+        inverse = [1.0 / n for n in counts]
+        scale = len(counts) / _numpy_sum(inverse)
+        return [_float32(value * scale) for value in inverse]
     total = sum(counts)
     return [total / (10.0 * n) for n in counts]
 
 
-def balance_weights(class_counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def balance_weights(class_counts: Sequence[int] | torch.Tensor, rule: str = "official") -> torch.Tensor:
     """:func:`balance_weight_values` as a float32 tensor of shape ``[K]``."""
-    return torch.tensor(balance_weight_values(class_counts), dtype=torch.float32)
+    return torch.tensor(balance_weight_values(class_counts, rule), dtype=torch.float32)
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int) -> None:

@@ -9,6 +9,7 @@ siblings with single-dot relative imports, never ``fer_mek`` itself.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -76,13 +77,26 @@ class MEKImageClassifierOutput(ModelOutput):
     attention_loss: torch.Tensor | None = None
 
 
+def _head_layer(layer: nn.Module, role: str) -> nn.Module:
+    """Mark a head layer for :meth:`MEKPreTrainedModel._init_weights`.
+
+    transformers initialises module by module and, for code outside transformers, skips every module whose own
+    parameters are all loaded, which includes any module without parameters of its own, such as the head containers:
+    so the init is dispatched on these layers. ``_mek_drawn`` records whether the constructor drew PyTorch's default
+    init (it did not when ``from_pretrained`` builds the model on the meta device).
+    """
+    layer._mek_role = role
+    layer._mek_drawn = layer.weight.device.type != "meta"
+    return layer
+
+
 class MEKLinearHead(nn.Module):
     """Average pooling -> dropout -> ``Linear``; maps ``A[k] = sum_c W[k, c] F[c]`` with ``W`` detached (reference)."""
 
     def __init__(self, num_features: int, num_labels: int, dropout: float = 0.0):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(num_features, num_labels)
+        self.classifier = _head_layer(nn.Linear(num_features, num_labels), "classifier")
 
     def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pooled = feature_map.mean(dim=(2, 3))
@@ -101,9 +115,9 @@ class MEKConvBNHead(nn.Module):
 
     def __init__(self, num_features: int, num_labels: int, dropout: float = 0.0):
         super().__init__()
-        self.bn = nn.BatchNorm2d(num_features)
+        self.bn = _head_layer(nn.BatchNorm2d(num_features), "norm")
         self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(num_features, num_labels, kernel_size=1)
+        self.classifier = _head_layer(nn.Conv2d(num_features, num_labels, kernel_size=1), "classifier")
 
     def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         normalized = self.dropout(self.bn(feature_map))
@@ -145,6 +159,20 @@ def backbone_feature_map(backbone: nn.Module, pixel_values: torch.Tensor) -> tor
     )
 
 
+def reset_like_pytorch(layer: nn.Linear | nn.Conv2d) -> None:
+    """PyTorch's default ``reset_parameters()`` of an ``nn.Linear`` / ``nn.Conv2d``, through transformers' guarded
+    init functions (which leave tensors that ``from_pretrained`` loaded alone).
+
+    Weight: kaiming-uniform with ``a = sqrt(5)``, i.e. uniform in ``+-1 / sqrt(fan_in)``; bias: uniform in
+    ``+-1 / sqrt(fan_in)``. Same draws, in the same order, from the same generator as ``layer.reset_parameters()``.
+    """
+    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+    if layer.bias is not None:
+        fan_in = layer.weight[0].numel()  # in_features, or in_channels / groups * kernel area
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        init.uniform_(layer.bias, -bound, bound)
+
+
 class MEKPreTrainedModel(PreTrainedModel):
     """Base class: weight initialisation, saving with remote code, and backbone weight loading."""
 
@@ -159,14 +187,21 @@ class MEKPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Only the head is ours to initialise: the backbone keeps timm's own initialisation (or loaded weights).
         # `transformers.initialization` skips parameters already loaded by `from_pretrained`.
-        if isinstance(module, (MEKLinearHead, MEKConvBNHead)):
-            init.normal_(module.classifier.weight, mean=0.0, std=self.config.initializer_range)
-            init.zeros_(module.classifier.bias)
-            if isinstance(module, MEKConvBNHead):
-                init.ones_(module.bn.weight)
-                init.zeros_(module.bn.bias)
-                init.zeros_(module.bn.running_mean)
-                init.ones_(module.bn.running_var)
+        role = getattr(module, "_mek_role", None)
+        if role == "classifier":
+            if self.config.head_init == "normal":
+                init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+                init.zeros_(module.bias)
+            elif not module._mek_drawn:
+                # "pytorch": the constructor's own reset_parameters() is that init (one draw, as in the sources); only
+                # a layer built on the meta device and missing from the loaded file needs it drawn here.
+                reset_like_pytorch(module)
+        elif role == "norm":
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         if isinstance(module, MEKLoss):
             # A buffer that is not saved: rebuilt from the config when from_pretrained builds on the meta device.
             module.balance_weights = torch.tensor(self.config.get_balance_weights(), dtype=torch.float32)

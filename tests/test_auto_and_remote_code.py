@@ -120,15 +120,16 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     with torch.no_grad():
         torch.save({"logits": model(x).logits, "base": base(x).logits,
                     "module": type(model).__module__, "processor": type(processor).__name__,
+                    "balance_weight_rule": model.config.balance_weight_rule, "head_init": model.config.head_init,
+                    "balance_weights": model.loss_fn.balance_weights,
                     "pipeline_labels": [r["label"] for r in classifier(__import__("PIL.Image").Image.new("RGB", (20, 20)))]},
                    out)
     """
 )
 
 
-def test_trust_remote_code_loads_without_the_package(saved_tiny_model, tmp_path):
-    folder, model = saved_tiny_model
-    x = torch.randn(2, 3, 32, 32)
+def load_with_remote_code(folder, x: torch.Tensor, tmp_path) -> dict:
+    """Run REMOTE_CODE_SCRIPT on a saved folder in a process where fer_mek cannot be imported."""
     torch.save(x, tmp_path / "inputs.pt")
     script = tmp_path / "load_remote.py"
     script.write_text(REMOTE_CODE_SCRIPT)
@@ -138,7 +139,13 @@ def test_trust_remote_code_loads_without_the_package(saved_tiny_model, tmp_path)
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    return torch.load(tmp_path / "out.pt", weights_only=True)
+
+
+def test_trust_remote_code_loads_without_the_package(saved_tiny_model, tmp_path):
+    folder, model = saved_tiny_model
+    x = torch.randn(2, 3, 32, 32)
+    out = load_with_remote_code(folder, x, tmp_path)
     assert out["module"].startswith("transformers_modules"), out["module"]
     assert out["processor"] == "MEKImageProcessor"
     assert set(out["pipeline_labels"]) <= set(model.config.id2label.values())
@@ -146,3 +153,20 @@ def test_trust_remote_code_loads_without_the_package(saved_tiny_model, tmp_path)
         expected = model(x).logits
     assert torch.equal(out["logits"], expected)
     assert torch.equal(out["base"], expected)
+
+
+def test_remote_code_keeps_the_balance_weight_rule_and_head_init(tmp_path):
+    """A checkpoint trained with MEK-CV's mean-1 weights keeps them (and its head init) through remote code."""
+    torch.manual_seed(0)
+    config = MEKConfig(backbone="resnet18", image_size=32, head="conv_bn", class_counts=[1157, 254, 651, 4311, 1762, 627, 2282],
+                       balance_weight_rule="mean1", head_init="normal")
+    model = MEKForImageClassification(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    x = torch.randn(2, 3, 32, 32)
+    out = load_with_remote_code(tmp_path / "model", x, tmp_path)
+    assert (out["balance_weight_rule"], out["head_init"]) == ("mean1", "normal")
+    assert torch.equal(out["balance_weights"], model.loss_fn.balance_weights)
+    assert out["balance_weights"].tolist() == pytest.approx([0.659773, 3.005343, 1.172592, 0.177072, 0.433233,
+                                                             1.217475, 0.334512], abs=1e-6)
+    with torch.no_grad():  # another process, other threads: the conv head may sum in another order
+        torch.testing.assert_close(out["logits"], model(x).logits, rtol=1e-5, atol=1e-6)

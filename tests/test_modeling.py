@@ -101,6 +101,30 @@ def test_config_round_trip_keeps_labels_and_mek_arguments(tmp_path):
                  "attention_weight", "class_counts", "backbone_kwargs"):
         assert getattr(again, name) == getattr(config, name), name
     assert again.get_balance_weights() == pytest.approx([53 / 100, 53 / 30, 53 / 400])
+    assert saved["balance_weight_rule"] == "official" and saved["head_init"] == "pytorch"
+
+
+def test_config_round_trip_keeps_balance_weight_rule_and_head_init(tmp_path):
+    config = MEKConfig(backbone="resnet18", num_labels=3, class_counts=[10, 3, 40], balance_weight_rule="mean1",
+                       head_init="normal")
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["balance_weight_rule"] == "mean1" and saved["head_init"] == "normal"
+    again = MEKConfig.from_pretrained(tmp_path)
+    assert (again.balance_weight_rule, again.head_init) == ("mean1", "normal")
+    inverse = [1 / 10, 1 / 3, 1 / 40]
+    assert again.get_balance_weights() == pytest.approx([3 * v / sum(inverse) for v in inverse], rel=1e-6)
+
+
+def test_config_saved_before_the_rule_existed_loads_as_official(tmp_path):
+    MEKConfig(backbone="resnet18", num_labels=3, class_counts=[10, 3, 40]).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["balance_weight_rule"], saved["head_init"]
+    path.write_text(json.dumps(saved))
+    old = MEKConfig.from_pretrained(tmp_path)
+    assert (old.balance_weight_rule, old.head_init) == ("official", "pytorch")
+    assert old.get_balance_weights() == pytest.approx([53 / 100, 53 / 30, 53 / 400])
 
 
 def test_default_labels_are_rafdb_order():
@@ -121,6 +145,8 @@ def test_default_labels_are_rafdb_order():
         ({"dropout": 1.0}, "dropout"),
         ({"image_mean": [0.5]}, "image_mean must have 3 values"),
         ({"attention_weight": -1}, "attention_weight"),
+        ({"balance_weight_rule": "mean"}, r"unknown balance_weight_rule 'mean'; choose one of \('official', 'mean1'\)"),
+        ({"head_init": "xavier"}, r"unknown head_init 'xavier'; choose one of \('normal', 'pytorch'\)"),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs, message):
