@@ -164,11 +164,17 @@ class DataOptions:
     Attributes:
         source: ``synthetic``, ``rafdb``, ``fer2013``, ``folder`` or ``hub``.
         data_root: The dataset's file, folder or Hub id (``None`` for ``synthetic``).
-        val_fraction: Fraction of train held out for validation.
+        val_fraction: Fraction of train held out for validation (ignored with ``val_split="none"``).
         split_seed: Seed of the train / validation split.
         synthetic_images: Synthetic set: number of images over the three splits.
         synthetic_image_size: Synthetic set: side of the drawn images.
         skip_bad: Skip unreadable items instead of stopping.
+        val_split: How validation is made from train: ``stratified`` (default), ``permutation`` (MEK-CV's plain
+            NumPy permutation with ``split_seed``) or ``none`` (no validation split); see
+            :data:`fer_mek.data.VAL_SPLITS`. Configurations written before the option read as ``stratified``.
+        fer2013_test: FER-2013's test set: ``PrivateTest`` (default), ``PublicTest`` or ``PublicTest+PrivateTest``
+            (the 7,178 images of the image-folder release's ``test/``). The CSV gives each; the folder layout only
+            its ``test/`` folder (the default or ``PublicTest+PrivateTest``). Other sources: the default only.
     """
 
     source: str = "synthetic"
@@ -178,6 +184,8 @@ class DataOptions:
     synthetic_images: int | None = None
     synthetic_image_size: int | None = None
     skip_bad: bool = False
+    val_split: str = "stratified"
+    fer2013_test: str = "PrivateTest"
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> DataOptions:
@@ -190,12 +198,24 @@ class DataOptions:
         return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`fer_mek.data.load_source` (besides ``source`` and ``root``)."""
+        """Keyword arguments of :func:`fer_mek.data.load_source` (besides ``source`` and ``root``).
+
+        Raises:
+            ValueError: ``fer2013_test`` other than the default for a source other than ``fer2013``.
+        """
         kwargs: dict[str, Any] = {"val_fraction": self.val_fraction, "seed": self.split_seed}
+        if self.val_split != "stratified":  # the default is every loader's own
+            kwargs["val_split"] = self.val_split
         if self.source == "synthetic":
             kwargs.update(num_images=self.synthetic_images, image_size=self.synthetic_image_size)
         else:
             kwargs["skip_bad"] = self.skip_bad
+        if self.fer2013_test != "PrivateTest":
+            if self.source != "fer2013":
+                raise ValueError(f"fer2013_test={self.fer2013_test!r} applies to source 'fer2013' only, not "
+                                 f"{self.source!r}; leave it at 'PrivateTest'")
+            # The default is left to the loader: PrivateTest for the CSV, the test/ folder for the folder layout.
+            kwargs["test_split"] = self.fer2013_test
         return kwargs
 
     def load(self, **extra: Any) -> datasets.DatasetDict:

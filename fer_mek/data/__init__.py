@@ -2,12 +2,15 @@
 
 Every loader returns a ``datasets.DatasetDict`` with ``train`` / ``validation`` / ``test``, an ``image`` column
 (``datasets.Image``) and a ``label`` column (``datasets.ClassLabel`` with the dataset's own class names, from
-:mod:`fer_mek.labels`). Validation is a stratified ``val_fraction`` of train (seeded, deterministic); the test split
-is never used for it. :func:`get_metadata` returns how the data was built (source, ``val_fraction``, ``seed``,
+:mod:`fer_mek.labels`). Validation is made from train by ``val_split`` (:data:`VAL_SPLITS`): a stratified
+``val_fraction`` (the default; seeded, deterministic), MEK-CV's plain NumPy permutation (:func:`permutation_split`,
+over the train images in torchvision ``ImageFolder`` order) or none (empty validation); the test split is never
+used for it. :func:`get_metadata` returns how the data was built (source, ``val_fraction``, ``seed``,
 skipped bad items), :func:`summarize` / :func:`format_summary` the per-split class counts.
 
 Fast training path: :func:`cached_pixels` decodes and resizes each image once into a memory-mapped ``uint8``
-array, :class:`CachedImages` serves whole batches of it, :class:`BatchAugmentation` augments them on the device.
+array, :class:`CachedImages` serves whole batches of it, :class:`BatchAugmentation` augments them on the device
+(:func:`batched_augmentation_supports` says which augmentation options it cannot run).
 
 Sources: :func:`load_rafdb`, :func:`load_fer2013`, :func:`load_image_folder`, :func:`load_hub_dataset`,
 :func:`load_synthetic` (the embedded default; :data:`SYNTHETIC_NUM_IMAGES` images of :data:`SYNTHETIC_IMAGE_SIZE`
@@ -25,16 +28,23 @@ Example:
 This subpackage imports ``datasets``, timm and torchvision; ``import fer_mek`` does not import it.
 """
 
-from .batch_augment import NUM_UNIFORMS, BatchAugmentation
+from .batch_augment import (
+    NUM_UNIFORMS,
+    BatchAugmentation,
+    batched_augmentation_kwargs,
+    batched_augmentation_supports,
+)
 from .cache import CachedImages, cached_pixels, identity_collate
 from .common import (
     SPLITS,
+    VAL_SPLITS,
     BadInputLog,
     DataError,
     allocate_counts,
     class_counts,
     format_summary,
     get_metadata,
+    permutation_split,
     set_metadata,
     stratified_split,
     summarize,
@@ -66,12 +76,15 @@ __all__ = [
     "SPLITS",
     "SYNTHETIC_IMAGE_SIZE",
     "SYNTHETIC_NUM_IMAGES",
+    "VAL_SPLITS",
     "BadInputLog",
     "BatchAugmentation",
     "CachedImages",
     "DataError",
     "MEKBatchTransform",
     "allocate_counts",
+    "batched_augmentation_kwargs",
+    "batched_augmentation_supports",
     "build_eval_transform",
     "build_train_transform",
     "cached_pixels",
@@ -88,6 +101,7 @@ __all__ = [
     "load_source",
     "load_synthetic",
     "make_transform",
+    "permutation_split",
     "render_face",
     "set_metadata",
     "stratified_split",

@@ -24,14 +24,35 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transforms import COLOR_JITTER, CROP_RATIO, CROP_SCALE, HFLIP, RAND_AUGMENT, RE_PROB, ROTATION
+from .transforms import (
+    COLOR_JITTER,
+    CROP,
+    CROP_RATIO,
+    CROP_SCALE,
+    HFLIP,
+    RAND_AUGMENT,
+    RE_MODE,
+    RE_PROB,
+    RE_SCALE,
+    ROTATION,
+    ROTATION_INTERPOLATION,
+    TRAIN_INTERPOLATION,
+    jitter_strengths,
+)
 
-__all__ = ["NUM_UNIFORMS", "BatchAugmentation", "parse_rand_augment"]
+__all__ = [
+    "NUM_UNIFORMS",
+    "BatchAugmentation",
+    "batched_augmentation_kwargs",
+    "batched_augmentation_supports",
+    "parse_rand_augment",
+]
 
 #: Random numbers each sample needs (geometry 6, RandAugment 4 per layer for up to 3 layers, jitter 3, erasing 5).
 NUM_UNIFORMS = 32
@@ -65,6 +86,90 @@ def parse_rand_augment(policy: str) -> dict[str, float]:
     if not 1 <= values["n"] <= 3:
         raise ValueError(f"RandAugment policy {policy!r}: n (operations per image) must be 1 to 3 on batches")
     return values
+
+
+_PER_SAMPLE = "use --data-pipeline per-sample (the per-sample transforms implement every augmentation option)"
+
+
+def batched_augmentation_supports(
+    *,
+    crop: str = CROP,
+    crop_scale: Sequence[float] = CROP_SCALE,
+    crop_ratio: Sequence[float] = CROP_RATIO,
+    crop_padding: int = 0,
+    train_interpolation: str = TRAIN_INTERPOLATION,
+    rotation: float = ROTATION,
+    rotation_interpolation: str = ROTATION_INTERPOLATION,
+    hflip: float = HFLIP,
+    color_jitter: float | Sequence[float] | None = COLOR_JITTER,
+    auto_augment: str | None = RAND_AUGMENT,
+    re_prob: float = RE_PROB,
+    re_scale: Sequence[float] = RE_SCALE,
+    re_mode: str = RE_MODE,
+    re_count: int = 1,
+) -> str | None:
+    """Why :class:`BatchAugmentation` cannot run these augmentation options, or ``None`` when it can.
+
+    Takes the keyword arguments of :func:`~fer_mek.data.transforms.build_train_transform`. The batched path runs
+    fer-mek's default chain (rotation, random resized crop, flip, ``rand-...-inc1`` RandAugment or colour jitter of
+    equal brightness / contrast / saturation, timm's constant-fill erasing of 2 %-33 % of the image); MEK-CV's
+    padded crop, nearest-neighbour rotation, torchvision erasing and the like need the per-sample path.
+
+    Returns:
+        A sentence naming the first unsupported option and pointing at ``--data-pipeline per-sample``, or ``None``.
+    """
+    reasons: list[str] = []
+    if crop != "random-resized":
+        reasons.append(f"crop={crop!r} (MEK-CV's resize + padded random crop)")
+    elif crop_padding:
+        reasons.append(f"crop_padding={crop_padding}")
+    if train_interpolation not in ("bilinear", "bicubic"):
+        reasons.append(f"train_interpolation={train_interpolation!r} (bilinear or bicubic on batches)")
+    if rotation and rotation_interpolation != "bilinear":
+        reasons.append(f"rotation_interpolation={rotation_interpolation!r} (rotation and crop are one bilinear or "
+                       "bicubic resampling on batches)")
+    if auto_augment:
+        try:
+            parse_rand_augment(auto_augment)
+        except ValueError as error:
+            reasons.append(f"auto_augment={auto_augment!r} ({error})")
+    else:
+        jitter = jitter_strengths(color_jitter)
+        if jitter is not None and (len(set(jitter[:3])) != 1 or (len(jitter) == 4 and jitter[3])):
+            reasons.append(f"color_jitter={list(jitter)} (batches jitter brightness, contrast and saturation with "
+                           "one strength and no hue)")
+    if re_prob > 0:
+        if re_mode != "const":
+            reasons.append(f"re_mode={re_mode!r} (batches erase with timm's constant zero fill)")
+        if tuple(float(v) for v in re_scale) != RE_SCALE:
+            reasons.append(f"re_scale={list(re_scale)} (batches erase 2 %-33 % of the image, timm's default)")
+        if re_count != 1:
+            reasons.append(f"re_count={re_count} (batches erase one box)")
+    if not reasons:
+        return None
+    return f"the cached data pipeline's batched augmentation does not implement {'; '.join(reasons)}: {_PER_SAMPLE}"
+
+
+def batched_augmentation_kwargs(**options: Any) -> dict[str, Any]:
+    """The :class:`BatchAugmentation` keyword arguments for ``build_train_transform``-style ``options``.
+
+    Raises:
+        ValueError: with :func:`batched_augmentation_supports`'s reason when the batched path cannot run them.
+    """
+    reason = batched_augmentation_supports(**options)
+    if reason is not None:
+        raise ValueError(reason)
+    jitter = jitter_strengths(options.get("color_jitter", COLOR_JITTER))
+    return {
+        "auto_augment": options.get("auto_augment", RAND_AUGMENT) or None,
+        "re_prob": float(options.get("re_prob", RE_PROB)),
+        "scale": tuple(float(v) for v in options.get("crop_scale", CROP_SCALE)),
+        "ratio": tuple(float(v) for v in options.get("crop_ratio", CROP_RATIO)),
+        "rotation": float(options.get("rotation", ROTATION)),
+        "hflip": float(options.get("hflip", HFLIP)),
+        "color_jitter": None if jitter is None else jitter[0],
+        "interpolation": options.get("train_interpolation", TRAIN_INTERPOLATION),
+    }
 
 
 def _blend(image: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

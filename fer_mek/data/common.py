@@ -27,10 +27,13 @@ __all__ = [
     "SPLITS",
     "BadInputLog",
     "DataError",
+    "VAL_SPLITS",
     "allocate_counts",
+    "check_val_split",
     "class_counts",
     "format_summary",
     "get_metadata",
+    "permutation_split",
     "set_metadata",
     "stratified_split",
     "summarize",
@@ -38,6 +41,12 @@ __all__ = [
 
 #: The splits every loader returns, in this order.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: How the validation split is made from train (``val_split`` of every loader): ``stratified`` (fer-mek's default:
+#: a stratified ``val_fraction``, :func:`stratified_split`), ``permutation`` (MEK-CV's: the first
+#: ``int(n * val_fraction)`` indices of NumPy's legacy ``seed(seed); permutation(n)`` over the train items in
+#: ImageFolder order, :func:`permutation_split`) or ``none`` (the official MEK code's: no validation split, train keeps
+#: every training item, ``validation`` is empty).
+VAL_SPLITS: tuple[str, ...] = ("stratified", "permutation", "none")
 #: Version of the metadata layout written into ``info.description``.
 METADATA_VERSION = 1
 _METADATA_MARKER = "fer_mek_metadata="
@@ -301,6 +310,75 @@ def stratified_split(
     return dataset.select(rows["train"]), dataset.select(rows["test"])
 
 
+def empty_like(dataset: datasets.Dataset) -> datasets.Dataset:
+    """A split with ``dataset``'s features and no row, that ``save_to_disk`` / ``load_from_disk`` round-trip
+    (``select([])`` gives one that ``datasets`` saves but cannot load back)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        return dataset.filter(lambda labels: [False] * len(labels), batched=True, input_columns=["label"],
+                              keep_in_memory=True)
+    finally:
+        if not quiet:
+            enable_progress_bars()
+
+
+def check_val_split(val_split: str, val_fraction: float | None) -> None:
+    """Raise ``ValueError`` on an unknown ``val_split`` or a ``val_fraction`` outside (0, 1) (any value with
+    ``none``, which holds nothing out)."""
+    if val_split not in VAL_SPLITS:
+        raise ValueError(f"val_split must be one of {list(VAL_SPLITS)}, got {val_split!r}")
+    if val_split != "none" and (val_fraction is None or not 0.0 < float(val_fraction) < 1.0):
+        raise ValueError(f"val_fraction must be in (0, 1) with val_split={val_split!r}, got {val_fraction} "
+                         "(val_split='none' trains on all of train without a validation split)")
+
+
+def class_major_order(dataset: datasets.Dataset) -> np.ndarray:
+    """Row indices of ``dataset`` sorted by class index, rows of a class in their order (a stable sort).
+
+    The order :func:`permutation_split` uses when a source has no file names (FER-2013's CSV, Hub datasets, the
+    synthetic set): ImageFolder's class-major order with the source's own item order in place of file names.
+    """
+    labels = np.asarray(dataset.with_format("arrow", columns=["label"])["label"], dtype=np.int64)
+    return np.argsort(labels, kind="stable")
+
+
+def permutation_split(
+    dataset: datasets.Dataset, fraction: float, seed: int, *, order: Sequence[int] | None = None
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """MEK-CV's split: a plain (not stratified) random ``fraction`` of ``dataset`` held out.
+
+    MEK-CV's training scripts (``kaggle/mek_resnet18.py``) do ``np.random.seed(SEED)``, ``idx =
+    np.random.permutation(len(full))``, ``val_size = int(len(full) * VAL_SPLIT)``, ``val_idx = idx[:val_size]``,
+    ``train_idx = idx[val_size:]`` over a torchvision ``ImageFolder``. This function draws the same permutation with
+    ``np.random.RandomState(seed).permutation(n)`` - the same generator, seeding and algorithm as the legacy global
+    functions, so the indices are identical - without touching NumPy's global random state. Index ``k`` of the
+    permutation refers to the ``k``-th row of ``order`` (default: the rows as they are), and each returned split
+    holds its rows in permutation order, as ``torch.utils.data.Subset(full, idx)`` does.
+
+    Args:
+        dataset: The training rows.
+        fraction: Share held out, in (0, 1); ``int(len(dataset) * fraction)`` rows.
+        seed: The legacy NumPy seed (MEK-CV: 42).
+        order: Row indices of ``dataset`` in the order the permutation indexes (the ImageFolder order of the
+            source's files, see the loaders); a permutation of ``range(len(dataset))``.
+
+    Returns:
+        ``(kept, held_out)`` datasets.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+    n = len(dataset)
+    rows = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
+    if rows.shape != (n,) or not np.array_equal(np.sort(rows), np.arange(n)):
+        raise ValueError(f"order must be a permutation of the {n} row indices")
+    idx = np.random.RandomState(seed).permutation(n)
+    held = int(n * fraction)
+    return dataset.select(rows[idx[held:]]), dataset.select(rows[idx[:held]])
+
+
 def check_split(name: str, dataset: datasets.Dataset, hint: str) -> None:
     """Raise :class:`DataError` when a split has no row."""
     if len(dataset) == 0:
@@ -318,50 +396,119 @@ def check_train_classes(train: datasets.Dataset, hint: str) -> None:
         )
 
 
+def split_from_train(
+    train: datasets.Dataset,
+    val_split: str,
+    val_fraction: float | None,
+    seed: int,
+    *,
+    order: Sequence[int] | None = None,
+    class_hint: str = "Add images of that class or check the labels.",
+) -> tuple[datasets.Dataset, datasets.Dataset, dict[str, Any]]:
+    """Make the validation split from the training rows by ``val_split`` (see :data:`VAL_SPLITS`).
+
+    Args:
+        train: All training rows.
+        val_split: ``stratified``, ``permutation`` or ``none``.
+        val_fraction: Share held out (ignored with ``none``).
+        seed: Seed of the split.
+        order: ``permutation`` only: the rows in the order the permutation indexes (default: class-major,
+            :func:`class_major_order`).
+        class_hint: What to do when a class has no training row left.
+
+    Returns:
+        ``(train, validation, metadata)``: the metadata keys ``val_split``, ``validation``, ``val_fraction``,
+        ``seed`` and ``protocol``.
+    """
+    check_val_split(val_split, val_fraction)
+    if val_split == "none":
+        return train, empty_like(train), {
+            "val_split": "none",
+            "validation": "none",
+            "val_fraction": None,
+            "seed": int(seed),
+            "protocol": "no validation split: train holds every training image; test used only for the final report",
+        }
+    assert val_fraction is not None
+    if val_split == "stratified":
+        kept, held = stratified_split(train, val_fraction, seed)
+        protocol = f"validation = stratified {val_fraction:g} of train (seed {seed})"
+        how = "stratified_from_train"
+    else:
+        kept, held = permutation_split(train, val_fraction, seed,
+                                       order=class_major_order(train) if order is None else order)
+        protocol = (f"validation = the first int(n * {val_fraction:g}) of NumPy's legacy permutation of train "
+                    f"(seed {seed}, not stratified; MEK-CV's split)")
+        how = "permutation_from_train"
+        if len(held) == 0:
+            raise DataError(f"val_split='permutation' holds out int({len(train)} * {val_fraction}) = 0 images: raise "
+                            "val_fraction, or use val_split='none' to train without a validation split")
+        check_train_classes(kept, f"{class_hint} (val_split='permutation' is not stratified: with few images a class "
+                                   "can land in validation entirely; use val_split='stratified' or more images.)")
+    return kept, held, {
+        "val_split": val_split,
+        "validation": how,
+        "val_fraction": float(val_fraction),
+        "seed": int(seed),
+        "protocol": f"{protocol}; test used only for the final report",
+    }
+
+
 def finalize(
     train: datasets.Dataset,
     test: datasets.Dataset,
     *,
     metadata: dict[str, Any],
     bad: BadInputLog,
-    val_fraction: float,
+    val_fraction: float | None,
     seed: int,
+    val_split: str = "stratified",
     validation: datasets.Dataset | None = None,
+    permutation_order: Sequence[int] | None = None,
     empty_hints: Mapping[str, str] | None = None,
     class_hint: str = "Add images of that class or check the labels.",
 ) -> datasets.DatasetDict:
-    """Check the splits, carve the validation split from train when needed, attach the metadata.
+    """Check the splits, make the validation split from train when needed, attach the metadata.
 
     Args:
         train: All training rows (validation is carved from them unless ``validation`` is given).
         test: The test rows; never used for validation.
         metadata: Source description (source, layout, root, ...); completed with the split protocol.
         bad: The skipped items, listed in the metadata.
-        val_fraction: Stratified share of train held out as validation.
+        val_fraction: Share of train held out as validation (ignored with ``val_split="none"``).
         seed: Seed of that split.
+        val_split: ``stratified``, ``permutation`` or ``none`` (:data:`VAL_SPLITS`). A given ``validation`` is used
+            as it is with ``stratified``, is an error with ``permutation`` (which carves its own), and is left out
+            with ``none`` (its size is recorded as ``unused_validation_rows``).
         validation: An existing validation split (e.g. a ``val/`` folder); then nothing is carved.
+        permutation_order: The rows of ``train`` in ImageFolder order, for ``permutation`` (default: class-major).
         empty_hints: Per split, what to check when it is empty.
         class_hint: What to do when a class has no training image.
     """
+    check_val_split(val_split, val_fraction)
     hints = dict(empty_hints or {})
     default_hint = "no image of the source belongs to it; check the root and the layout."
     check_split("train", train, hints.get("train", default_hint))
     check_split("test", test, hints.get("test", default_hint))
     check_train_classes(train, class_hint)
     meta = dict(metadata)
-    if validation is None:
-        train, validation = stratified_split(train, val_fraction, seed)
-        meta.update(
-            validation="stratified_from_train",
-            val_fraction=float(val_fraction),
-            seed=int(seed),
-            protocol=(
-                f"validation = stratified {val_fraction:g} of train (seed {seed}); test used only for the final report"
-            ),
+    if validation is not None and val_split == "permutation":
+        raise DataError(
+            f"the source has its own validation split ({meta.get('validation', 'given')}, {len(validation)} images), "
+            "but val_split='permutation' carves one from train. Use val_split='stratified' to keep the given split, "
+            "or remove it (a val/ folder; use_validation_split=False for a Hub dataset) to carve MEK-CV's split."
         )
+    if validation is not None and val_split == "none":
+        meta["unused_validation_rows"] = len(validation)
+        validation = None
+    if validation is None:
+        train, validation, how = split_from_train(train, val_split, val_fraction, seed, order=permutation_order,
+                                                  class_hint=class_hint)
+        meta.update(how)
     else:
         check_split("validation", validation, hints.get("validation", default_hint))
         meta.setdefault("validation", "given")
+        meta.setdefault("val_split", val_split)
         meta.setdefault(
             "protocol", "validation = the source's own validation split; test used only for the final report"
         )

@@ -12,13 +12,19 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..labels import FER2013_FOLDER_LABELS, FER2013_LABELS
-from .common import BadInputLog, DataError, finalize, make_split
+from .common import BadInputLog, DataError, check_val_split, finalize, make_split
 from .folder import find_split_dirs, load_folder_tree
 
-__all__ = ["FER2013_USAGES", "detect_fer2013_layout", "load_fer2013"]
+__all__ = ["FER2013_TEST_SPLITS", "FER2013_USAGES", "detect_fer2013_layout", "load_fer2013"]
 
 #: Values of the ``Usage`` column of ``fer2013.csv``.
 FER2013_USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+#: Test sets of the CSV (``test_split``): ``PrivateTest`` (3,589 images, what papers report), ``PublicTest`` (3,589)
+#: or both, ``PublicTest+PrivateTest`` (7,178: the ``test/`` folder of the image-folder release, e.g. Kaggle's
+#: ``msambare/fer2013``, on which MEK-CV's FER-2013 numbers are measured).
+FER2013_TEST_SPLITS: tuple[str, ...] = ("PrivateTest", "PublicTest", "PublicTest+PrivateTest")
+#: The test set of the image-folder release: its ``test/`` folder holds both CSV test sets.
+_FOLDER_TEST = "PublicTest+PrivateTest"
 _SIDE = 48
 _CSV_NAMES = ("fer2013.csv", "fer2013/fer2013.csv", "icml_face_data.csv")
 _LAYOUT_HELP = (
@@ -53,38 +59,56 @@ def load_fer2013(
     path_or_root: str | Path,
     val_fraction: float = 0.1,
     seed: int = 0,
-    test_split: str = "PrivateTest",
+    test_split: str | None = None,
     skip_bad: bool = False,
     *,
     verify_images: bool = True,
+    val_split: str = "stratified",
 ) -> datasets.DatasetDict:
     """FER-2013 as a ``DatasetDict``, from ``fer2013.csv`` or from image folders; each keeps its own class order.
 
     * CSV (``emotion,pixels,Usage``; 48x48 grayscale as 2,304 space-separated integers): classes in the CSV's
-      ``emotion`` order (``fer_mek.labels.FER2013_LABELS``). Train = ``Training`` rows (minus a stratified
-      validation share), test = ``PrivateTest`` (the split papers report) or ``PublicTest`` by option; the other
-      test set is not used (its size is recorded in the metadata). Pixels are parsed once, at load time, into
-      PNG-encoded ``datasets.Image`` rows.
+      ``emotion`` order (``fer_mek.labels.FER2013_LABELS``). Train = ``Training`` rows (minus a validation
+      share), test = ``PrivateTest`` (the split papers report; the default), ``PublicTest``, or both
+      (``PublicTest+PrivateTest``, in file order: the 7,178 images of the image-folder release's ``test/``); an
+      unused test set's size is recorded in the metadata. Pixels are parsed once, at load time, into PNG-encoded
+      ``datasets.Image`` rows.
     * Folders (``train/<class>/``, ``test/<class>/``, class folders ``angry``, ``disgust``, ...): classes in the
       alphabetical folder order (``fer_mek.labels.FER2013_FOLDER_LABELS``), a different order from the CSV's.
+      The test split is the ``test/`` folder (Kaggle's ``msambare/fer2013``: PublicTest and PrivateTest).
 
     Args:
         path_or_root: ``fer2013.csv``, a folder containing it, or the root of the folder layout.
-        val_fraction: Stratified share of the training rows held out as validation.
+        val_fraction: Share of the training rows held out as validation.
         seed: Seed of the validation split.
-        test_split: ``"PrivateTest"`` or ``"PublicTest"`` (CSV only).
+        test_split: CSV: ``"PrivateTest"`` (``None``, the default), ``"PublicTest"`` or ``"PublicTest+PrivateTest"``
+            (:data:`FER2013_TEST_SPLITS`). Folders: ``None`` or ``"PublicTest+PrivateTest"`` (what the release's
+            ``test/`` holds); a single CSV test set is an error there (its rows cannot be told apart).
         skip_bad: Skip bad CSV rows / images instead of raising; they are listed in ``get_metadata(dd)["skipped"]``.
         verify_images: Decode every image of the folder layout once at load time.
+        val_split: ``"stratified"`` (default), ``"permutation"`` (MEK-CV's plain NumPy permutation,
+            :func:`~fer_mek.data.permutation_split`) or ``"none"`` (no validation split). The permutation indexes
+            the training images in torchvision ``ImageFolder`` order: for the folder layout exactly
+            ``ImageFolder(root/"train")``'s order (classes alphabetically, then sorted file names), so the split is
+            MEK-CV's for the same tree; for the CSV, class-major in the CSV's class order, rows of a class in file
+            order (the CSV has no file names, so MEK-CV's split of the folder release cannot be rebuilt from it).
 
     Raises:
         DataError: on a layout mismatch, a malformed CSV (missing column, wrong pixel count, non-numeric or
             out-of-range pixels, unknown emotion or Usage), a bad image, an empty split or a class without
             training images.
     """
-    if test_split not in ("PrivateTest", "PublicTest"):
-        raise ValueError(f"test_split must be 'PrivateTest' or 'PublicTest', got {test_split!r}")
+    if test_split is not None and test_split not in FER2013_TEST_SPLITS:
+        raise ValueError(f"test_split must be one of {list(FER2013_TEST_SPLITS)}, got {test_split!r}")
+    check_val_split(val_split, val_fraction)
     layout, path = detect_fer2013_layout(path_or_root)
     if layout == "folders":
+        if test_split not in (None, _FOLDER_TEST):
+            raise DataError(
+                f"test_split={test_split!r} needs fer2013.csv: {path} is the image-folder release, whose test/ folder "
+                f"holds PublicTest and PrivateTest together ({_FOLDER_TEST!r}, 7,178 images in the original) and "
+                f"cannot be split by Usage. Pass the CSV, or test_split=None / {_FOLDER_TEST!r} for the test/ folder."
+            )
         return load_folder_tree(
             path,
             label_names=FER2013_FOLDER_LABELS,
@@ -97,8 +121,9 @@ def load_fer2013(
             unknown_hint=f"FER-2013 class folders are {list(FER2013_FOLDER_LABELS)}",
             allow_flat=False,
             layout_help=_LAYOUT_HELP,
+            val_split=val_split,
         )
-    return _load_csv(path, val_fraction, seed, test_split, skip_bad)
+    return _load_csv(path, val_fraction, seed, test_split or "PrivateTest", skip_bad, val_split)
 
 
 def parse_pixels(text: str) -> np.ndarray:
@@ -125,9 +150,13 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _load_csv(path: Path, val_fraction: float, seed: int, test_split: str, skip_bad: bool) -> datasets.DatasetDict:
+def _load_csv(
+    path: Path, val_fraction: float, seed: int, test_split: str, skip_bad: bool, val_split: str
+) -> datasets.DatasetDict:
     bad = BadInputLog(skip_bad)
+    test_usages = test_split.split("+")
     rows: dict[str, tuple[list[dict[str, Any]], list[int]]] = {usage: ([], []) for usage in FER2013_USAGES}
+    test_rows: tuple[list[dict[str, Any]], list[int]] = ([], [])  # every test usage, in file order
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
@@ -176,18 +205,23 @@ def _load_csv(path: Path, val_fraction: float, seed: int, test_split: str, skip_
                     str(err), hint="Restore the row from the original fer2013.csv or delete it.", file=path, line=line
                 )
                 continue
-            rows[usage][0].append({"bytes": _png(pixels), "path": f"{path.name}:{line}"})
+            item = {"bytes": _png(pixels), "path": f"{path.name}:{line}"}
+            rows[usage][0].append(item)
             rows[usage][1].append(int(emotion))
+            if usage in test_usages:
+                test_rows[0].append(item)
+                test_rows[1].append(int(emotion))
     train = make_split(*rows["Training"], FER2013_LABELS)
-    test = make_split(*rows[test_split], FER2013_LABELS)
-    unused = "PublicTest" if test_split == "PrivateTest" else "PrivateTest"
+    test = make_split(*test_rows, FER2013_LABELS)
+    unused = [usage for usage in ("PublicTest", "PrivateTest") if usage not in test_usages]
+    other = "PublicTest" if test_split == "PrivateTest" else "PrivateTest"
     metadata = {
         "source": "fer2013",
         "layout": "csv",
         "root": str(path),
-        "test": f"Usage == {test_split}",
+        "test": f"Usage == {test_split}" if len(test_usages) == 1 else f"Usage in {{{', '.join(test_usages)}}}",
         "test_split": test_split,
-        "unused_rows": {unused: len(rows[unused][1])},
+        "unused_rows": {usage: len(rows[usage][1]) for usage in unused},
     }
     return finalize(
         train,
@@ -196,9 +230,10 @@ def _load_csv(path: Path, val_fraction: float, seed: int, test_split: str, skip_
         bad=bad,
         val_fraction=val_fraction,
         seed=seed,
+        val_split=val_split,
         empty_hints={
             "train": f"{path} has no usable row with Usage == Training.",
-            "test": f"{path} has no usable row with Usage == {test_split} (try test_split='{unused}').",
+            "test": f"{path} has no usable row with Usage == {test_split} (try test_split='{other}').",
         },
         class_hint=f"Check the emotion column of {path}.",
     )

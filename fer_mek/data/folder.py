@@ -15,6 +15,7 @@ from .common import (
     BadInputLog,
     DataError,
     check_image,
+    check_val_split,
     finalize,
     get_metadata,
     image_extensions,
@@ -82,6 +83,19 @@ def scan_class_dirs(split_dir: Path, bad: BadInputLog, *, root: Path) -> tuple[d
     return classes, ignored
 
 
+def image_folder_key(class_folder: str, path: Path) -> tuple[str, str, str]:
+    """The sort key of an image in torchvision ``ImageFolder``'s sample order: class folder name (ImageFolder's class
+    index is the sorted position of the name), then directory, then file name - ``make_dataset`` walks
+    ``sorted(class_to_idx)``, ``sorted(os.walk(class_dir))`` and ``sorted(fnames)``, comparing strings."""
+    return class_folder, str(path.parent), path.name
+
+
+def image_paths(dataset: datasets.Dataset, image_column: str = "image") -> list[str | None]:
+    """The stored path of every row's image (``None`` for images held as bytes only), without decoding."""
+    table = dataset.with_format("arrow", columns=[image_column])[image_column]
+    return [item["path"] if isinstance(item, dict) else None for item in table.to_pylist()]
+
+
 def load_folder_tree(
     root: str | Path,
     *,
@@ -96,9 +110,11 @@ def load_folder_tree(
     unknown_hint: str | None = None,
     allow_flat: bool = True,
     layout_help: str = "",
+    val_split: str = "stratified",
 ) -> datasets.DatasetDict:
     """Shared loader of class-folder trees (generic folders, RAF-DB and FER-2013 as folders); see
     :func:`load_image_folder` for the arguments."""
+    check_val_split(val_split, val_fraction)
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root} is not a directory. {layout_help}".strip())
@@ -142,6 +158,7 @@ def load_folder_tree(
     )
     dropped: dict[str, int] = {}
     splits: dict[str, datasets.Dataset] = {}
+    folder_keys: dict[str, tuple[str, str, str]] = {}
     for split, classes in scanned.items():
         images: list[str] = []
         labels: list[int] = []
@@ -162,6 +179,7 @@ def load_folder_tree(
                         continue
                 images.append(str(path))
                 labels.append(target)
+                folder_keys[str(path)] = image_folder_key(class_name, path)
         splits[split] = make_split(images, labels, names)
     if layout == "flat" or "test" not in splits:
         assert test_fraction is not None
@@ -181,6 +199,10 @@ def load_folder_tree(
     }
     if "validation" in splits:
         metadata["validation"] = f"folder {split_dirs['validation'].name}/"
+    order = None
+    if val_split == "permutation":
+        train_keys = [folder_keys[path] for path in image_paths(splits["train"])]
+        order = sorted(range(len(train_keys)), key=train_keys.__getitem__)
     return finalize(
         splits["train"],
         splits["test"],
@@ -189,6 +211,8 @@ def load_folder_tree(
         bad=bad,
         val_fraction=val_fraction,
         seed=seed,
+        val_split=val_split,
+        permutation_order=order,
         empty_hints={
             "train": f"no image under {root}/train/<class>/ (image extensions: .jpg, .png, ...).",
             "test": f"no image under {root}/test/<class>/.",
@@ -212,6 +236,7 @@ def load_image_folder(
     *,
     test_fraction: float | None = None,
     verify_images: bool = True,
+    val_split: str = "stratified",
 ) -> datasets.DatasetDict:
     """Any image-folder tree (AffectNet, CK+, JAFFE, your own) as a ``DatasetDict`` (train / validation / test).
 
@@ -232,6 +257,12 @@ def load_image_folder(
             ``get_metadata(dd)["skipped"]`` and in :func:`~fer_mek.data.summarize`.
         test_fraction: Carve a stratified test split of this share from train when there is no ``test/`` folder.
         verify_images: Decode every image once at load time so that a corrupt file fails here, not mid-training.
+        val_split: ``"stratified"`` (default), ``"permutation"`` (MEK-CV's plain NumPy permutation,
+            :func:`~fer_mek.data.permutation_split`, over the training images in torchvision ``ImageFolder`` order:
+            class folder name, then directory and file name, as ``ImageFolder(root/"train")`` lists them - so the
+            split is MEK-CV's for the same tree, provided every image is kept (no ``skip_bad`` skips, no dropped
+            or hidden folders, only ImageFolder's extensions)) or ``"none"`` (no validation split; a ``val/``
+            folder is then left out). ``permutation`` with a ``val/`` folder is an error.
 
     Returns:
         ``DatasetDict`` with ``image`` (``datasets.Image``, lazily read from the files) and ``label``
@@ -251,6 +282,7 @@ def load_image_folder(
         test_fraction=test_fraction,
         verify_images=verify_images,
         source="folder",
+        val_split=val_split,
     )
 
 
@@ -298,6 +330,7 @@ def load_hub_dataset(
     use_validation_split: bool = True,
     verify_images: bool = False,
     revision: str | None = None,
+    val_split: str = "stratified",
     **load_kwargs: Any,
 ) -> datasets.DatasetDict:
     """A Hub dataset (``datasets.load_dataset(name)``) or a ``save_to_disk`` folder as a fer-mek ``DatasetDict``.
@@ -323,12 +356,18 @@ def load_hub_dataset(
             split) instead of carving one from train.
         verify_images: Decode every image once at load time (slow on large sets; off by default).
         revision: Hub revision (branch, tag or commit) for ``load_dataset``.
+        val_split: ``"stratified"`` (default), ``"permutation"`` (MEK-CV's plain NumPy permutation over the
+            training rows in class-major order, rows of a class in the source's order) or ``"none"`` (no validation
+            split). A reused validation split is kept with ``stratified``, left out with ``none`` and an error with
+            ``permutation`` (pass ``use_validation_split=False``); an empty one (a set prepared with ``none``)
+            counts as absent.
         **load_kwargs: Passed to ``datasets.load_dataset`` (e.g. ``name=`` for a configuration).
 
     Raises:
         DataError: on missing splits/columns, bare integer labels without ``label_names``, unknown labels, bad rows,
             empty splits or a class without training rows.
     """
+    check_val_split(val_split, val_fraction)
     loaded = _load_any(name_or_path, revision, load_kwargs)
     available = list(loaded)
     if train_split not in loaded:
@@ -417,7 +456,7 @@ def load_hub_dataset(
     validation = None
     if use_validation_split:
         for candidate in ("validation", "valid", "val"):
-            if candidate in loaded and candidate != test_split:
+            if candidate in loaded and candidate != test_split and len(loaded[candidate]):
                 validation = convert(candidate)
                 break
     if test_split in loaded:
@@ -436,8 +475,9 @@ def load_hub_dataset(
         "dropped": dropped,
         "prepared_from": prior.get("source") if prior else None,
     }
-    if validation is not None and prior.get("validation") == "stratified_from_train":
-        metadata["validation"] = "stratified_from_train"  # keeps the recorded val_fraction / seed of the prepared set
+    if validation is not None and prior.get("validation") in ("stratified_from_train", "permutation_from_train"):
+        # keeps the recorded val_split / val_fraction / seed of the prepared set
+        metadata["validation"] = prior["validation"]
     return finalize(
         train,
         test,
@@ -446,6 +486,7 @@ def load_hub_dataset(
         bad=bad,
         val_fraction=val_fraction,
         seed=seed,
+        val_split=val_split,
         class_hint="Add training rows of that class, or drop it with label_mapping={'<class>': None}.",
     )
 

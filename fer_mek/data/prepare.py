@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import format_summary, summarize
+from .common import VAL_SPLITS, format_summary, summarize
 from .sources import SOURCES, load_source
 from .synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
 
@@ -78,14 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items()))
     parser.add_argument("--output", required=True, type=Path, help="folder for save_to_disk and the summary JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing saved dataset in --output")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="stratified share of train used as validation")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train used as validation")
+    parser.add_argument(
+        "--val-split",
+        choices=VAL_SPLITS,
+        default="stratified",
+        help="how validation is made from train: stratified (default), permutation (MEK-CV's NumPy permutation "
+        "over the ImageFolder order) or none (no validation split)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (and of synthetic data)")
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip bad items (listed in the summary) instead of failing"
     )
     group = parser.add_argument_group("source options")
     group.add_argument("--image-dir", help="rafdb: Image/ subfolder, 'aligned' (default) or 'original'")
-    group.add_argument("--test-split", help="fer2013 (CSV): PrivateTest (default) or PublicTest; hub: test split name")
+    group.add_argument(
+        "--test-split",
+        help="fer2013: PrivateTest (CSV default), PublicTest or PublicTest+PrivateTest (the image-folder release's "
+        "test/); hub: test split name",
+    )
     group.add_argument("--label-names", help="folder/hub: class names in index order (comma list) or a label set name")
     group.add_argument("--label-mapping", help="folder/hub: JSON {source: target|null}, a JSON file, or a=b,c= pairs")
     group.add_argument(
@@ -117,7 +128,12 @@ def _prepare_output(output: Path, overwrite: bool, root: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    options: dict[str, Any] = {"val_fraction": args.val_fraction, "seed": args.seed, "skip_bad": args.skip_bad}
+    options: dict[str, Any] = {
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "skip_bad": args.skip_bad,
+        "val_split": args.val_split,
+    }
     if args.source == "rafdb":
         options["image_dir"] = args.image_dir
     elif args.source == "fer2013":

@@ -8,7 +8,7 @@ from typing import Any
 import datasets
 
 from ..labels import RAFDB_LABELS
-from .common import BadInputLog, DataError, check_image, finalize, make_split
+from .common import BadInputLog, DataError, check_image, check_val_split, finalize, make_split
 from .folder import find_split_dirs, load_folder_tree
 
 __all__ = ["RAFDB_LABEL_FILE", "detect_rafdb_layout", "load_rafdb"]
@@ -51,8 +51,9 @@ def load_rafdb(
     skip_bad: bool = False,
     *,
     verify_images: bool = True,
+    val_split: str = "stratified",
 ) -> datasets.DatasetDict:
-    """RAF-DB basic as a ``DatasetDict``: the official train split (minus a stratified validation share) and test.
+    """RAF-DB basic as a ``DatasetDict``: the official train split (minus a validation share) and test.
 
     Two layouts are detected: the distribution (``EmoLabel/list_patition_label.txt`` with lines such as
     ``train_00001.jpg 5``, images in ``Image/aligned/train_00001_aligned.jpg`` or ``Image/original/train_00001.jpg``)
@@ -63,11 +64,18 @@ def load_rafdb(
         root: The RAF-DB ``basic`` folder (or its parent), or the root of the class-folder re-packaging.
         image_dir: Image folder under ``Image/`` in the distributed layout: ``"aligned"`` (100x100 aligned faces)
             or ``"original"``.
-        val_fraction: Stratified share of the official train split held out as validation.
-        seed: Seed of the validation split.
+        val_fraction: Share of the official train split held out as validation.
+        seed: Seed of the validation split (MEK-CV: 42 with ``val_split="permutation"``).
         skip_bad: Skip missing/undecodable images and bad label lines instead of raising; they are listed in
             ``get_metadata(dd)["skipped"]``.
         verify_images: Decode every image once at load time (about a second per few thousand RAF-DB images).
+        val_split: ``"stratified"`` (default), ``"permutation"`` (MEK-CV's plain NumPy permutation,
+            :func:`~fer_mek.data.permutation_split`) or ``"none"`` (no validation split). The permutation indexes
+            the training images in torchvision ``ImageFolder`` order: for the class-folder layout, exactly
+            ``ImageFolder(root/"train")``'s order (class folders 1..7, then sorted directory and file names), so
+            the split is MEK-CV's for the same folder tree; for the distributed layout, (label, image file name) -
+            the order of the class-folder re-packaging whose files carry the same names (e.g.
+            ``train_00001_aligned.jpg``).
 
     Returns:
         ``DatasetDict`` with ``train``, ``validation`` and ``test``; images are read lazily from the files.
@@ -76,6 +84,7 @@ def load_rafdb(
         DataError: on a layout mismatch, a malformed label line, an unknown label, a missing or corrupt image,
             an empty split or a class without training images.
     """
+    check_val_split(val_split, val_fraction)
     layout, base = detect_rafdb_layout(root)
     if layout == "folders":
         return load_folder_tree(
@@ -90,8 +99,9 @@ def load_rafdb(
             unknown_hint=f"RAF-DB class folders are named by label number ({_LABEL_KEY})",
             allow_flat=False,
             layout_help=_LAYOUT_HELP,
+            val_split=val_split,
         )
-    return _load_distributed(base, image_dir, val_fraction, seed, skip_bad, verify_images)
+    return _load_distributed(base, image_dir, val_fraction, seed, skip_bad, verify_images, val_split)
 
 
 def _image_candidates(image_root: Path, name: str, image_dir: str) -> list[Path]:
@@ -102,7 +112,7 @@ def _image_candidates(image_root: Path, name: str, image_dir: str) -> list[Path]
 
 
 def _load_distributed(
-    base: Path, image_dir: str, val_fraction: float, seed: int, skip_bad: bool, verify_images: bool
+    base: Path, image_dir: str, val_fraction: float, seed: int, skip_bad: bool, verify_images: bool, val_split: str
 ) -> datasets.DatasetDict:
     label_file = base / RAFDB_LABEL_FILE
     image_root = base / "Image" / image_dir
@@ -182,6 +192,9 @@ def _load_distributed(
             rows[split][1].append(value - 1)
     train = make_split(*rows["train"], RAFDB_LABELS)
     test = make_split(*rows["test"], RAFDB_LABELS)
+    # ImageFolder order of the class-folder re-packaging: label, then image file name.
+    paths, labels = rows["train"]
+    order = sorted(range(len(paths)), key=lambda i: (labels[i], Path(paths[i]).name))
     metadata: dict[str, Any] = {
         "source": "rafdb",
         "layout": "distributed",
@@ -198,6 +211,8 @@ def _load_distributed(
         bad=bad,
         val_fraction=val_fraction,
         seed=seed,
+        val_split=val_split,
+        permutation_order=order,
         empty_hints={
             "train": f"{label_file} lists no usable 'train_*' image.",
             "test": f"{label_file} lists no usable 'test_*' image.",

@@ -38,7 +38,8 @@ def load_source(source: str, root: str | Path | None = None, **kwargs: Any) -> d
     Args:
         source: The source name.
         root: What the source reads (see :data:`SOURCES`); must be ``None`` for ``synthetic``.
-        **kwargs: Loader options, e.g. ``val_fraction``, ``seed``, ``skip_bad``, ``label_mapping``.
+        **kwargs: Loader options, e.g. ``val_fraction``, ``seed``, ``val_split`` (every source: ``stratified``,
+            ``permutation`` or ``none``), ``skip_bad``, ``label_mapping``, ``test_split`` (``fer2013``).
 
     Raises:
         ValueError: on an unknown source, a missing root, or a root that does not match the source's layout

@@ -37,7 +37,15 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFilter
 
 from ..labels import RAFDB_LABELS
-from .common import allocate_counts, make_split, set_metadata
+from .common import (
+    allocate_counts,
+    check_val_split,
+    class_counts,
+    get_metadata,
+    make_split,
+    set_metadata,
+    split_from_train,
+)
 
 __all__ = [
     "RAFDB_TRAIN_COUNTS",
@@ -56,6 +64,8 @@ RAFDB_TRAIN_COUNTS: tuple[int, ...] = (1290, 281, 717, 4772, 1982, 705, 2524)
 SYNTHETIC_NUM_IMAGES = 12000
 #: Default side of the drawn images, in pixels: the default training run's input size, so no resize per sample.
 SYNTHETIC_IMAGE_SIZE = 64
+#: ``val_fraction`` of the generated set that ``val_split="permutation"`` / ``"none"`` re-split (the default layout).
+_POOL_VAL_FRACTION = 0.1
 #: Bump when the drawing changes: it is part of the cache key.
 GENERATOR_VERSION = 4
 _JPEG_QUALITY = 95
@@ -436,6 +446,7 @@ def load_synthetic(
     class_weights: Sequence[float] | None = None,
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    val_split: str = "stratified",
 ) -> datasets.DatasetDict:
     """The synthetic expression set: train / validation / test with ``RAFDB_LABELS`` classes.
 
@@ -454,6 +465,11 @@ def load_synthetic(
         class_weights: Other class proportions (``RAFDB_LABELS`` order).
         cache: Reuse / store the generated set under ``cache_dir``.
         cache_dir: Cache root (default :func:`default_cache_dir`); the set lives in ``synthetic/<hash>``.
+        val_split: ``"stratified"`` (default: the generated per-class split above), ``"permutation"`` or ``"none"``.
+            The other two modes leave the generator alone: they take the set generated with ``val_fraction=0.1``
+            (the default layout, so its cache is shared) and re-split its train + validation images - MEK-CV's
+            plain NumPy permutation (:func:`~fer_mek.data.permutation_split`, class-major order, ``val_fraction``
+            held out) or no validation at all (``none``: every one of them in train). Test is unchanged.
 
     Returns:
         ``DatasetDict`` (``image``: JPEG-encoded ``datasets.Image``; ``label``: ``ClassLabel(RAFDB_LABELS)``),
@@ -461,6 +477,12 @@ def load_synthetic(
     """
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+    check_val_split(val_split, val_fraction)
+    if val_split != "stratified":
+        pooled = load_synthetic(num_images, image_size, seed, balanced, val_fraction=_POOL_VAL_FRACTION,
+                                test_fraction=test_fraction, class_weights=class_weights, cache=cache,
+                                cache_dir=cache_dir)
+        return _resplit(pooled, val_split, val_fraction, seed)
     params: dict[str, Any] = {
         "num_images": int(num_images),
         "image_size": int(image_size),
@@ -478,12 +500,12 @@ def load_synthetic(
         class_weights=params["class_weights"],
     )  # validates the arguments before any work
     if not cache:
-        return _generate(params)
+        return _with_val_split(_generate(params))
     key = hashlib.sha256(json.dumps({**params, "v": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
     target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = target / "synthetic" / key
     if (target / "dataset_dict.json").is_file():
-        return datasets.load_from_disk(str(target))
+        return _with_val_split(datasets.load_from_disk(str(target)))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
@@ -496,4 +518,29 @@ def load_synthetic(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return datasets.load_from_disk(str(target))
+    return _with_val_split(datasets.load_from_disk(str(target)))
+
+
+def _with_val_split(dataset_dict: datasets.DatasetDict) -> datasets.DatasetDict:
+    """The generated split, its mode recorded in the metadata (kept out of the generator and its cache key)."""
+    set_metadata(dataset_dict, {**get_metadata(dataset_dict), "val_split": "stratified"})
+    return dataset_dict
+
+
+def _resplit(pooled: datasets.DatasetDict, val_split: str, val_fraction: float, seed: int) -> datasets.DatasetDict:
+    """``val_split`` ``permutation`` / ``none`` over the train + validation images of a generated set."""
+    pool = datasets.concatenate_datasets([pooled["train"], pooled["validation"]])
+    train, validation, how = split_from_train(pool, val_split, val_fraction, seed)
+    dataset_dict = datasets.DatasetDict(train=train, validation=validation, test=pooled["test"])
+    meta = get_metadata(pooled)
+    counts = {split: class_counts(part) for split, part in dataset_dict.items()}
+    test_fraction = meta.get("test_fraction")
+    set_metadata(dataset_dict, {
+        **meta,
+        **how,
+        "protocol": f"{how['protocol'].split('; test used')[0]}; test = stratified {test_fraction:g} of all images; "
+                    "test used only for the final report",
+        "pool": f"train + validation of the set generated with val_fraction {_POOL_VAL_FRACTION:g}",
+        "class_counts": counts,
+    })
+    return dataset_dict

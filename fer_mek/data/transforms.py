@@ -1,9 +1,13 @@
 """Training / evaluation transforms from a model's image processor, and the MEK flip pairing for ``with_transform``.
 
-The training augmentation is timm's ``create_transform`` (random resized crop, horizontal flip, RandAugment,
-random erasing) preceded by torchvision v2 ``RGB`` (grayscale, palette and RGBA images become RGB) and
-``RandomRotation``; the evaluation transform is the torchvision v2 equivalent of the image processor (RGB, resize to
-its size with its resampling filter, rescale, normalise), so that evaluation sees what inference sees.
+The training augmentation (:func:`build_train_transform`) has two chains: fer-mek's default, torchvision v2 ``RGB``
+(grayscale, palette and RGBA images become RGB) and ``RandomRotation`` followed by timm's ``create_transform``
+(random resized crop, horizontal flip, RandAugment or colour jitter, random erasing) - with the right options the
+official MEK code's own transform; and MEK-CV's, torchvision v1 ``Resize`` -> padded ``RandomCrop`` ->
+``RandomRotation`` -> ``ColorJitter`` -> ``ToTensor`` -> ``Normalize`` -> ``RandomErasing`` in that order, so that the
+same random state gives the same tensor as the source. The evaluation transform is the torchvision v2 equivalent of
+the image processor (RGB, resize to its size with its resampling filter, rescale, normalise), so that evaluation
+sees what inference sees.
 
 MEK trains on each augmented image together with its exact horizontal flip: :class:`MEKBatchTransform` builds the
 pair *after* augmentation, ``flipped_pixel_values = pixel_values.flip(-1)``.
@@ -16,9 +20,13 @@ from typing import Any
 
 import torch
 from timm.data import create_transform
+from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import v2
 
 __all__ = [
+    "AUGMENTATION_OPTIONS",
+    "CROPS",
+    "RE_MODES",
     "MEKBatchTransform",
     "build_eval_transform",
     "build_train_transform",
@@ -36,6 +44,23 @@ CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 ROTATION = 10.0
 HFLIP = 0.5
 COLOR_JITTER = 0.4
+#: ``crop`` of :func:`build_train_transform`: timm's random resized crop (fer-mek) or MEK-CV's resize + padded crop.
+CROPS: tuple[str, ...] = ("random-resized", "padded")
+CROP = "random-resized"
+TRAIN_INTERPOLATION = "bilinear"
+ROTATION_INTERPOLATION = "bilinear"
+#: Erased area range (timm's default, 2 % to 1/3 of the image) and torchvision's aspect-ratio range.
+RE_SCALE = (0.02, 1.0 / 3.0)
+RE_RATIO = (0.3, 3.3)
+#: ``re_mode``: timm's fills, or torchvision's ``RandomErasing`` (MEK-CV).
+RE_MODES: tuple[str, ...] = ("const", "rand", "pixel", "torchvision")
+RE_MODE = "const"
+#: The augmentation options of :func:`build_train_transform` (and :func:`~fer_mek.data.batched_augmentation_supports`)
+#: that are training-configuration fields of the same name: ``{name: getattr(config, name) for name in ...}``.
+AUGMENTATION_OPTIONS: tuple[str, ...] = (
+    "crop", "crop_scale", "crop_ratio", "crop_padding", "train_interpolation", "rotation", "rotation_interpolation",
+    "hflip", "color_jitter", "auto_augment", "re_prob", "re_scale", "re_mode",
+)  # fmt: skip
 
 _INTERPOLATIONS = {
     0: v2.InterpolationMode.NEAREST,
@@ -91,60 +116,188 @@ def processor_settings(image_processor: Any) -> dict[str, Any]:
     }
 
 
+def _pair(values: Sequence[float], name: str) -> tuple[float, float]:
+    pair = tuple(float(v) for v in values)
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise ValueError(f"{name} must be two numbers (low, high) with low <= high, got {list(values)}")
+    return pair  # type: ignore[return-value]
+
+
+def jitter_strengths(color_jitter: float | Sequence[float] | None) -> tuple[float, ...] | None:
+    """Colour-jitter ``brightness, contrast, saturation[, hue]`` as a tuple; ``None`` when off (``None``, an empty
+    list or all zeros). A single number ``s`` means ``(s, s, s)``, as in timm."""
+    if color_jitter is None:
+        return None
+    if isinstance(color_jitter, (int, float)):
+        values: tuple[float, ...] = (float(color_jitter),) * 3
+    else:
+        values = tuple(float(v) for v in color_jitter)
+        if not values:
+            return None
+        if len(values) not in (3, 4):
+            raise ValueError("color_jitter must be one number or 3-4 numbers (brightness, contrast, saturation[, hue]), "
+                             f"got {list(color_jitter)}")
+    if min(values) < 0 or (len(values) == 4 and values[3] > 0.5):
+        raise ValueError(f"color_jitter strengths must be >= 0 (hue <= 0.5), got {list(values)}")
+    return values if any(values) else None
+
+
+def _check_choice(value: str, name: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
 def build_train_transform(
     image_processor: Any,
     *,
-    auto_augment: str | None = RAND_AUGMENT,
-    re_prob: float = RE_PROB,
-    scale: tuple[float, float] = CROP_SCALE,
-    ratio: tuple[float, float] = CROP_RATIO,
+    crop: str = CROP,
+    crop_scale: Sequence[float] = CROP_SCALE,
+    crop_ratio: Sequence[float] = CROP_RATIO,
+    crop_padding: int = 0,
+    train_interpolation: str = TRAIN_INTERPOLATION,
     rotation: float = ROTATION,
+    rotation_interpolation: str = ROTATION_INTERPOLATION,
     hflip: float = HFLIP,
     color_jitter: float | Sequence[float] | None = COLOR_JITTER,
-    re_mode: str = "const",
+    auto_augment: str | None = RAND_AUGMENT,
+    re_prob: float = RE_PROB,
+    re_scale: Sequence[float] = RE_SCALE,
+    re_mode: str = RE_MODE,
     re_count: int = 1,
-    interpolation: str = "bilinear",
-) -> v2.Compose:
+) -> Callable[[Any], torch.Tensor]:
     """The training augmentation for a model's image processor (PIL image in, normalised ``[3, H, W]`` tensor out).
 
-    ``RGB -> RandomRotation(rotation) -> timm.data.create_transform(is_training=True, ...)``; the output size, mean
-    and std are the processor's.
+    The output size, mean and std are the processor's. Two chains (``crop``):
+
+    * ``"random-resized"`` (default, fer-mek's): ``RGB -> RandomRotation(rotation) -> timm create_transform(
+      is_training=True)`` = random resized crop (``crop_scale``, ``crop_ratio``, ``train_interpolation``) ->
+      horizontal flip (``hflip``) -> ``auto_augment`` (RandAugment) or, without it, colour jitter -> tensor ->
+      normalise -> random erasing. With ``rotation=0``, ``crop_scale=crop_ratio=(1, 1)``,
+      ``train_interpolation="bicubic"``, ``color_jitter=0.4``, ``re_mode="pixel"`` and mean = std = 0.5 this is
+      exactly the official MEK code's ``create_transform(input_size=112, ...)`` (its ``configs/exp.py``).
+    * ``"padded"`` (MEK-CV's ``kaggle/mek_resnet18.py``), torchvision v1 operations on the PIL image in this order:
+      ``RGB -> Resize((H, W), train_interpolation) -> RandomCrop((H, W), padding=crop_padding, fill 0) ->
+      RandomHorizontalFlip(hflip) (only when hflip > 0) -> RandomRotation(rotation, rotation_interpolation, fill 0)
+      -> auto_augment or ColorJitter(*color_jitter) -> ToTensor -> Normalize -> random erasing``. With
+      ``crop_padding=8``, ``rotation_interpolation="nearest"``, ``hflip=0``, ``color_jitter=[c, c, 0, 0]``,
+      ``auto_augment=None``, ``re_mode="torchvision"`` and ``re_scale=(0.02, 0.2)`` the same torch random state
+      gives the same tensor as MEK-CV's ``Compose`` (torchvision draws from torch's generator only). The random
+      crop is there even with ``crop_padding=0`` (a crop of the whole resized image that still draws its offsets).
+
+    Colour jitter of all-zero strengths is left out (timm would add a no-op ``ColorJitter`` that still draws).
 
     Args:
         image_processor: The model's image processor (or config), see :func:`processor_settings`.
-        auto_augment: timm auto-augment policy (``"rand-m9-mstd0.5-inc1"`` = RandAugment); ``None`` to disable.
-        re_prob: Probability of random erasing (after normalisation).
-        scale: Area range of the random resized crop (``(1.0, 1.0)`` keeps the whole face).
-        ratio: Aspect-ratio range of the random resized crop.
-        rotation: Maximum rotation in degrees, before the crop (``0`` to disable).
-        hflip: Probability of a horizontal flip.
-        color_jitter: Colour-jitter strength; timm applies it only when ``auto_augment`` is ``None``.
-        re_mode: Random-erasing fill (``"const"``, ``"rand"``, ``"pixel"``).
-        re_count: Number of erased boxes.
-        interpolation: Interpolation of the crop (``"bilinear"``, ``"bicubic"``, ``"random"``).
+        crop: ``"random-resized"`` or ``"padded"`` (:data:`CROPS`).
+        crop_scale: Area range of the random resized crop (``(1, 1)`` keeps the whole face); ``random-resized`` only.
+        crop_ratio: Aspect-ratio range of the random resized crop; ``random-resized`` only.
+        crop_padding: Zero padding of each side before the random crop; ``padded`` only.
+        train_interpolation: Resampling of the crop / resize (and of RandAugment's geometric operations):
+            ``"bilinear"``, ``"bicubic"``, ``"nearest"`` (``padded``) or timm's ``"random"`` (``random-resized``).
+        rotation: Maximum rotation in degrees (``0`` to disable): before the crop with ``random-resized``, after it
+            with ``padded``; black fill.
+        rotation_interpolation: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
+        hflip: Probability of a horizontal flip (MEK's paired flip is separate: :class:`MEKBatchTransform`).
+        color_jitter: Brightness, contrast, saturation[, hue] strengths (one number ``s`` = ``(s, s, s)``);
+            applied only when ``auto_augment`` is off, as in timm; ``None``, ``[]`` or zeros: off.
+        auto_augment: timm auto-augment policy (``"rand-m9-mstd0.5-inc1"`` = RandAugment); ``None`` / ``""`` off.
+        re_prob: Probability of random erasing (after normalisation); ``0`` off.
+        re_scale: Area range of the erased box, as a fraction of the image.
+        re_mode: timm's fill ``"const"`` (zero), ``"rand"`` (one normal colour per box), ``"pixel"`` (normal noise),
+            or ``"torchvision"``: ``torchvision.transforms.RandomErasing(re_prob, re_scale, ratio=(0.3, 3.3),
+            value=0)`` (:data:`RE_MODES`).
+        re_count: Number of erased boxes (timm modes; ``torchvision`` erases one).
+
+    Raises:
+        ValueError: on an unknown choice, or an option that does not apply to ``crop`` set to another value than
+            its default (``crop_padding`` with ``random-resized``; ``crop_scale`` / ``crop_ratio`` with ``padded``).
     """
+    from torchvision import transforms as v1
+
+    _check_choice(crop, "crop", CROPS)
+    _check_choice(re_mode, "re_mode", RE_MODES)
+    _check_choice(rotation_interpolation, "rotation_interpolation", ("bilinear", "nearest", "bicubic"))
+    interpolations = ("bilinear", "bicubic", "random") if crop == "random-resized" else ("bilinear", "bicubic", "nearest")
+    _check_choice(train_interpolation, f"train_interpolation (crop={crop!r})", interpolations)
+    scale, ratio, erase_scale = _pair(crop_scale, "crop_scale"), _pair(crop_ratio, "crop_ratio"), _pair(re_scale, "re_scale")
+    if not 0.0 < erase_scale[0] <= erase_scale[1] < 1.0:
+        raise ValueError(f"re_scale must lie in (0, 1), got {list(re_scale)}")
+    if crop == "random-resized" and crop_padding:
+        raise ValueError(f"crop_padding={crop_padding} applies to crop='padded' only")
+    if crop == "padded" and (scale != CROP_SCALE or ratio != CROP_RATIO):
+        raise ValueError("crop_scale and crop_ratio apply to crop='random-resized' only; crop='padded' resizes to the "
+                         "model's size and crops it back after padding")
+    if crop_padding < 0:
+        raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+    if re_mode == "torchvision" and re_count != 1:
+        raise ValueError(f"re_mode='torchvision' erases one box; got re_count={re_count}")
+    jitter = jitter_strengths(color_jitter)
+    auto_augment = auto_augment or None
     settings = processor_settings(image_processor)
-    timm_transform = create_transform(
-        input_size=(3, settings["height"], settings["width"]),
-        is_training=True,
-        scale=tuple(scale),
-        ratio=tuple(ratio),
-        hflip=hflip,
-        color_jitter=color_jitter,
-        auto_augment=auto_augment,
-        interpolation=interpolation,
-        mean=tuple(settings["mean"]),
-        std=tuple(settings["std"]),
-        re_prob=re_prob,
-        re_mode=re_mode,
-        re_count=re_count,
-        normalize=settings["normalize"],
-    )
-    steps: list[Callable[[Any], Any]] = [v2.RGB()]
+    height, width = settings["height"], settings["width"]
+    rotate_mode = v1.InterpolationMode(rotation_interpolation)
+
+    erasing: list[Callable[[Any], Any]] = []
+    if re_prob > 0 and settings["normalize"]:  # as timm: no erasing on unnormalised output
+        if re_mode == "torchvision":
+            erasing.append(v1.RandomErasing(p=re_prob, scale=erase_scale, ratio=RE_RATIO, value=0))
+        else:
+            erasing.append(RandomErasing(re_prob, min_area=erase_scale[0], max_area=erase_scale[1], mode=re_mode,
+                                         max_count=re_count, num_splits=0, device="cpu"))
+
+    if crop == "random-resized":
+        timm_transform = create_transform(
+            input_size=(3, height, width),
+            is_training=True,
+            scale=scale,
+            ratio=ratio,
+            hflip=hflip,
+            color_jitter=jitter,
+            auto_augment=auto_augment,
+            interpolation=train_interpolation,
+            mean=tuple(settings["mean"]),
+            std=tuple(settings["std"]),
+            re_prob=0.0,  # appended below, with re_scale and the torchvision mode
+            normalize=settings["normalize"],
+        )
+        steps: list[Callable[[Any], Any]] = [v2.RGB()]
+        if rotation:
+            steps.append(v2.RandomRotation(rotation, interpolation=rotate_mode))
+        return v2.Compose([*steps, timm_transform, *erasing])
+
+    chain: list[Callable[[Any], Any]] = [
+        v2.RGB(),  # = PIL's convert("RGB"), as torchvision's ImageFolder loader
+        v1.Resize((height, width), interpolation=v1.InterpolationMode(train_interpolation)),
+        v1.RandomCrop((height, width), padding=crop_padding, fill=0),
+    ]
+    if hflip > 0:
+        chain.append(v1.RandomHorizontalFlip(p=hflip))
     if rotation:
-        steps.append(v2.RandomRotation(rotation, interpolation=v2.InterpolationMode.BILINEAR))
-    steps.append(timm_transform)
-    return v2.Compose(steps)
+        chain.append(v1.RandomRotation(rotation, interpolation=rotate_mode, fill=0))
+    if auto_augment:
+        chain.append(_auto_augment(auto_augment, (height, width), settings["mean"], train_interpolation))
+    elif jitter is not None:
+        chain.append(v1.ColorJitter(*jitter))
+    chain.append(v1.ToTensor())
+    if settings["normalize"]:
+        chain.append(v1.Normalize(settings["mean"], settings["std"]))
+    return v1.Compose([*chain, *erasing])
+
+
+def _auto_augment(policy: str, size: tuple[int, int], mean: Sequence[float], interpolation: str) -> Callable[[Any], Any]:
+    """timm's auto-augment transform with the parameters its ``create_transform`` gives it."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    params: dict[str, Any] = {"translate_const": int(min(size) * 0.45),
+                              "img_mean": tuple(min(255, round(255 * x)) for x in mean)}
+    if interpolation != "random":
+        params["interpolation"] = str_to_pil_interp(interpolation)
+    if policy.startswith("rand"):
+        return rand_augment_transform(policy, params)
+    if policy.startswith("augmix"):
+        return augment_and_mix_transform(policy, {**params, "translate_pct": 0.3})
+    return auto_augment_transform(policy, params)
 
 
 def build_eval_transform(image_processor: Any) -> v2.Compose:
