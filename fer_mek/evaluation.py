@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .data.common import VAL_SPLITS
+from .data.fer2013 import FER2013_TEST_SPLITS as FER2013_TESTS
 from .data.sources import SOURCES
 from .data.synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
 from .runs import DataOptions, run_config_of_model
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "validation", "train"), default="test", help="split (default: test)")
     parser.add_argument("--val-fraction", type=float, default=None, help="validation fraction used in training (default: the run's, else 0.1)")
     parser.add_argument("--split-seed", type=int, default=None, help="split seed used in training (default: the run's, else 0)")
+    parser.add_argument("--val-split", choices=VAL_SPLITS, default=None, help="how training made the validation split: stratified, permutation (MEK-CV) or none (default: the run's, else stratified)")
+    parser.add_argument("--fer2013-test", choices=FER2013_TESTS, default=None, help="fer2013 CSV: PrivateTest, PublicTest or PublicTest+PrivateTest (the 7,178 test images MEK-CV reports on) (default: the run's, else PrivateTest)")
     parser.add_argument("--synthetic-images", type=int, default=None, help=f"synthetic source: number of images (default: the run's, else the synthetic set's {SYNTHETIC_NUM_IMAGES})")
     parser.add_argument("--synthetic-image-size", type=int, default=None, help=f"synthetic source: image side (default: the run's, else the synthetic set's {SYNTHETIC_IMAGE_SIZE})")
     parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default: none)")
@@ -63,7 +67,8 @@ def data_options(args: argparse.Namespace) -> DataOptions:
     options = DataOptions.from_config(run_config_of_model(args.model))
     return options.replace(source=args.source, data_root=args.data_root, val_fraction=args.val_fraction,
                            split_seed=args.split_seed, synthetic_images=args.synthetic_images,
-                           synthetic_image_size=args.synthetic_image_size)
+                           synthetic_image_size=args.synthetic_image_size, val_split=args.val_split,
+                           fer2013_test=args.fer2013_test)
 
 
 @torch.no_grad()
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     options = data_options(args)
     dataset = options.load()[args.split]
+    if len(dataset) == 0 and args.split == "validation" and options.val_split == "none":
+        raise ValueError(f"{args.model}: its run trained without a validation split (val_split none): evaluate "
+                         "--split test (or train)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = AutoModelForImageClassification.from_pretrained(args.model).to(device).eval()
     processor = AutoImageProcessor.from_pretrained(args.model)

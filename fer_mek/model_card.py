@@ -9,6 +9,9 @@ and ``EvalResult``.
 
 Entry points: :func:`build_card` (the whole card), :func:`build_card_data` (its YAML metadata),
 :func:`describe_dataset` (what the card says about the data). :mod:`fer_mek.publish` writes and uploads the card.
+
+Reason for its length: one small pure function per section of the card (and per row of its training table, which
+describes every option a run records); split into modules they would only hand the same run to each other.
 """
 
 from __future__ import annotations
@@ -284,6 +287,11 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _final_checkpoint_reported(selection: Mapping[str, Any]) -> bool:
+    """Whether a run had no validation split and reports its final weights (``--val-split none``)."""
+    return bool(selection) and selection.get("metric") is None and selection.get("checkpoint") == "last"
+
+
 def _metric_name(key: Any) -> str:
     return {"mean_class_accuracy": "mean-class accuracy", "macro_f1": "macro-F1"}.get(str(key), str(key))
 
@@ -376,7 +384,9 @@ def _summary(run: Run, facts: DatasetFacts, card_license: str) -> str:
     selection = results.get("selection") or {}
     epochs = len(results.get("history") or [])
     run_text = f"`{run.name}`, checkpoint `{run.checkpoint}`" if run.checkpoint else f"`{run.name}`"
-    if run.checkpoint == BEST and selection.get("best_epoch"):
+    if _final_checkpoint_reported(selection):
+        run_text += f" (the final weights, after {_plural(epochs, 'epoch')}: no validation split, nothing was selected)"
+    elif run.checkpoint == BEST and selection.get("best_epoch"):
         run_text += (f" (epoch {selection['best_epoch']} of {epochs}, chosen on validation "
                      f"{_metric_name(selection.get('metric'))})")
     research_only = card_license == "other" and "research" in str(facts.license_name)
@@ -414,9 +424,17 @@ def _dataset(run: Run, facts: DatasetFacts) -> str:
     names = run.label_names
     source = f"[{facts.name}]({facts.link})" if facts.link else f"**{facts.name}**"
     text = f"**Data.** {source}: {facts.description}." if facts.description else f"**Data.** {source}."
-    if data.get("validation", "stratified_from_train") == "stratified_from_train":
-        val = (f"the validation split is a stratified {_num(100 * float(data.get('val_fraction', 0.1)))} % of the "
-               f"training split (seed {data.get('split_seed', data.get('seed', 0))})")
+    how = data.get("validation", "stratified_from_train")
+    seed = data.get("split_seed", data.get("seed", 0))
+    if how == "stratified_from_train":
+        val = (f"the validation split is a stratified {_num(100 * float(data.get('val_fraction') or 0.1))} % of the "
+               f"training split (seed {seed})")
+    elif how == "permutation_from_train":
+        val = (f"the validation split is a random, not stratified, {_num(100 * float(data.get('val_fraction') or 0.1))}"
+               f" % of the training split (NumPy's permutation with seed {seed}, as MEK-CV's scripts)")
+    elif how == "none" or data.get("val_split") == "none":
+        val = ("there is no validation split (the model trained on the whole training split and the final weights "
+               "are reported, as the official MEK code does)")
     else:
         val = "the validation split is the dataset's own"
     test_fraction = data.get("test_fraction") if facts.synthetic else None
@@ -425,11 +443,11 @@ def _dataset(run: Run, facts: DatasetFacts) -> str:
     if data.get("num_skipped"):
         text += f" {_plural(int(data['num_skipped']), 'unreadable image')} were skipped (listed in `results.json`)."
     text = _wrap(text)
-    splits = ("train", "validation", "test")
+    splits = ("train", "test") if how == "none" else ("train", "validation", "test")
     if counts and all(len(counts.get(s) or []) == len(names) for s in splits):
         rows = [(name, *(f"{counts[s][i]:,}" for s in splits)) for i, name in enumerate(names)]
         rows.append(("**total**", *(f"**{sum(counts[s]):,}**" for s in splits)))
-        text += "\n\n" + _table(("class", "train", "validation", "test"), rows, "lrrr")
+        text += "\n\n" + _table(("class", *splits), rows, "l" + "r" * len(splits))
     return text
 
 
@@ -440,12 +458,14 @@ def _results(run: Run, facts: DatasetFacts) -> str:
                      "test split of its dataset before relying on it.")
     selection = (run.results or {}).get("selection") or {}
     metric = _metric_name(selection.get("metric", "mean_class_accuracy"))
+    chosen = (" the final checkpoint (no validation split: nothing was selected)"
+              if _final_checkpoint_reported(selection) else f" the checkpoint chosen by validation {metric}")
     if facts.synthetic:
         intro = ("These figures are measured on the **synthetic** test split, drawings and not faces: they check "
                  "that training works and say nothing about facial-expression recognition.")
     else:
-        intro = (f"{facts.name}, `{facts.split}` split ({test['num_samples']:,} images), evaluated once on the "
-                 f"checkpoint chosen by validation {metric}.")
+        intro = (f"{facts.name}, `{facts.split}` split ({test['num_samples']:,} images), evaluated once on"
+                 f"{chosen}.")
     rows = [(label, f"**{format_metric(test[key])}**", format_metric(validation[key]) if validation else "—")
             for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean-class accuracy"),
                                ("macro_f1", "macro-F1"))]
@@ -479,7 +499,9 @@ def _labels(run: Run) -> str:
     if len(weights) == len(names):
         header += ("MEK balance weight",)
         rows = [(*row, format_metric(float(w), 3)) for row, w in zip(rows, weights, strict=True)]
-        text += (" The balance weight `w_c = N / (10 n_c)` of a class comes from its number of training images: "
+        rule = ("`w_c = (1 / n_c) K / Σ_j (1 / n_j)` (inverse frequency normalised to mean 1, MEK-CV's rule)"
+                if run.config.get("balance_weight_rule") == "mean1" else "`w_c = N / (10 n_c)`")
+        text += (f" The balance weight {rule} of a class comes from its number of training images: "
                  "the rarer the class, the more MEK's two terms favour it.")
     return f"{_wrap(text)}\n\n{_table(header, rows, 'rl' + 'r' * (len(header) - 2))}"
 
@@ -496,12 +518,11 @@ def _training(run: Run, has_curves: bool) -> str:
     recipe = results.get("recipe") or c.get("recipe")
     processes = int(env.get("num_processes", 1))
     lr = c.get("lr")
-    warmup = c.get("warmup_epochs") or 0
-    schedules = {"cosine": f"cosine, with {_num(warmup)} warm-up epoch{'' if warmup == 1 else 's'}",
+    schedules = {"cosine": f"cosine, with {_warmup_text(c)}", "timm-cosine": f"timm's cosine, with {_warmup_text(c)}",
                  "exponential": f"exponential, × {_num(c.get('gamma'))} per epoch", "constant": "constant"}
     augmentation = [
-        "rotation, random resized crop and horizontal flip",
-        f"RandAugment `{c['auto_augment']}`" if c.get("auto_augment") else "colour jitter (no RandAugment)",
+        _geometry_text(c),
+        f"RandAugment `{c['auto_augment']}`" if c.get("auto_augment") else _jitter_text(c),
         f"random erasing (p = {_num(c.get('re_prob'))})" if c.get("re_prob") else None,
         "each image paired with its mirror image (attention consistency)" if method == "mek" else None,
         "class-balanced sampling" if c.get("balanced_sampler") else None,
@@ -518,13 +539,12 @@ def _training(run: Run, has_curves: bool) -> str:
                      f"drop path {_num(c.get('drop_path'))}"),
         ("initialisation", _init_text(results.get("init"))),
         ("input size", f"{c.get('image_size')} × {c.get('image_size')} px"),
-        ("epochs", f"{len(history)} (of {c.get('epochs')} planned); epoch {selection.get('best_epoch')} chosen on "
-                   f"validation {_metric_name(selection.get('metric'))}"),
+        ("epochs", _length_text(c, history, selection)),
         ("batch size", f"{c.get('batch_size')} per process × {_plural(processes, 'process')}"
                        + (f" × {c.get('grad_accum')} accumulation steps" if int(c.get("grad_accum") or 1) > 1 else "")),
         ("optimiser", f"{c.get('optimizer')}, learning rate "
                       f"{_num(lr) if lr is not None else '5e-4 × total batch / 512'}, weight decay "
-                      f"{_num(c.get('weight_decay'))}"),
+                      f"{_num(c.get('weight_decay'))}" + (" on every parameter" if c.get("weight_decay_all") else "")),
         ("schedule", schedules.get(str(c.get("scheduler")), str(c.get("scheduler")))),
         ("augmentation", ", ".join(a for a in augmentation if a)),
         ("gradient clipping", f"norm {_num(c.get('clip_grad_norm'))}" if c.get("clip_grad_norm") else "off"),
@@ -541,6 +561,60 @@ def _training(run: Run, has_curves: bool) -> str:
     if has_curves:
         text += "\n\n![Training losses and validation metrics per epoch](training_curves.png)"
     return text
+
+
+def _warmup_text(c: Mapping[str, Any]) -> str:
+    """The warm-up (and floor) of a cosine schedule."""
+    if c.get("warmup_steps"):
+        text = f"{c['warmup_steps']:,} warm-up steps"
+    else:
+        warmup = c.get("warmup_epochs") or 0
+        text = f"{_num(warmup)} warm-up epoch{'' if warmup == 1 else 's'}"
+    if c.get("warmup_lr"):
+        text += f" from {_num(c['warmup_lr'])}"
+    if c.get("min_lr"):
+        text += f", floor {_num(c['min_lr'])}"
+    if c.get("schedule_unit") == "epoch":
+        text += ", changed once per epoch"
+    return text
+
+
+def _geometry_text(c: Mapping[str, Any]) -> str:
+    """The geometric augmentation steps, in order."""
+    rotation = c.get("rotation", 10.0)
+    rotate = f"rotation (±{_num(rotation)}°)" if rotation else None
+    if c.get("crop") == "padded":
+        crop = f"random crop with {_num(c.get('crop_padding'))} px zero padding"
+        steps = [crop, rotate]
+    else:
+        steps = [rotate, "random resized crop"]
+    hflip = c.get("hflip", 0.5)
+    if hflip:
+        steps.append("horizontal flip" if hflip == 0.5 else f"horizontal flip (p = {_num(hflip)})")
+    steps = [step for step in steps if step]
+    if "rotation" not in c and "crop" not in c:  # a run saved before these options: the fixed augmentation
+        return "rotation, random resized crop and horizontal flip"
+    return ", ".join(steps[:-1]) + f" and {steps[-1]}" if len(steps) > 1 else steps[0]
+
+
+def _jitter_text(c: Mapping[str, Any]) -> str | None:
+    jitter = c.get("color_jitter")
+    if jitter is None:
+        return "colour jitter (no RandAugment)"
+    if not any(jitter):
+        return None
+    return f"colour jitter {', '.join(_num(v) for v in jitter)} (no RandAugment)"
+
+
+def _length_text(c: Mapping[str, Any], history: Sequence[Any], selection: Mapping[str, Any]) -> str:
+    """The training table's length and selection row."""
+    planned = f"{c['train_steps']:,} optimizer steps" if c.get("train_steps") else f"{c.get('epochs')} planned"
+    if c.get("epoch_size"):
+        planned += f", epochs of {c['epoch_size']:,} samples"
+    if _final_checkpoint_reported(selection):
+        return f"{len(history)} ({planned}); the final checkpoint is reported (no validation split)"
+    return (f"{len(history)} (of {planned}); epoch {selection.get('best_epoch')} chosen on validation "
+            f"{_metric_name(selection.get('metric'))}")
 
 
 def _usage(repo_id: str, revision: str | None, num_labels: int) -> str:

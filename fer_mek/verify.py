@@ -69,9 +69,9 @@ class VerificationReport:
 def verification_images(run: Run, count: int = NUM_VERIFY_IMAGES, source: str = "auto") -> tuple[list[Image.Image], str]:
     """A few images to compare the published folder with the run's model on.
 
-    ``source="auto"``: the run's own validation images, rebuilt exactly as the trainer split them
-    (:class:`~fer_mek.runs.DataOptions` of the run: synthetic runs regenerate theirs; other runs read their data root
-    when it exists on this machine). Otherwise, and with ``source="synthetic"``, deterministic synthetic faces from
+    ``source="auto"``: the run's own validation images (its first training images when it has no validation split),
+    rebuilt exactly as the trainer split them (:class:`~fer_mek.runs.DataOptions` of the run: synthetic runs
+    regenerate theirs; other runs read their data root when it exists on this machine). Otherwise, and with ``source="synthetic"``, deterministic synthetic faces from
     fer-mek's generator: the check compares two loadings of the same weights, so any fixed images show a difference.
 
     Returns:
@@ -83,19 +83,19 @@ def verification_images(run: Run, count: int = NUM_VERIFY_IMAGES, source: str = 
     from .data import render_face
 
     options = run.data_options if source == "auto" else None
-    if options is not None and options.source == "synthetic":
-        validation = options.load(cache=False)["validation"]
-        return ([validation[i]["image"] for i in range(min(count, len(validation)))],
-                "the run's synthetic validation split (regenerated)")
-    if options is not None and options.data_root and Path(str(options.data_root)).exists():
-        root = options.data_root
+    if options is not None and (options.source == "synthetic"
+                                or (options.data_root and Path(str(options.data_root)).exists())):
         try:
-            validation = options.load()["validation"]
+            dataset = options.load(cache=False) if options.source == "synthetic" else options.load()
         except (ValueError, TypeError, OSError) as error:
-            raise VerificationError(f"cannot rebuild the run's validation images from {root} ({error}); pass "
+            raise VerificationError(f"cannot rebuild the run's images from {options.data_root} ({error}); pass "
                                     "--verify-on synthetic to verify on generated faces instead") from error
-        return ([validation[i]["image"] for i in range(min(count, len(validation)))],
-                f"the run's validation split ({options.source} at {root})")
+        # A run without a validation split (--val-split none) is verified on its first training images.
+        split = "validation" if len(dataset["validation"]) else "train"
+        images = dataset[split]
+        where = (f"the run's synthetic {split} split (regenerated)" if options.source == "synthetic"
+                 else f"the run's {split} split ({options.source} at {options.data_root})")
+        return [images[i]["image"] for i in range(min(count, len(images)))], where
     size = int(run.config.get("image_size") or 112)
     images = [render_face(i % 7, max(size, 16), seed=[20231110, i]) for i in range(count)]
     reason = "" if source == "synthetic" else " (the run's validation images are not available here)"

@@ -101,15 +101,41 @@ def test_cached_pipeline_with_the_official_augmentation_trains(tmp_path):
     assert results["history"][0]["train_attention_loss"] > 0
 
 
-def test_resume_after_a_stop_mid_epoch_gives_the_same_weights(tmp_path):
+# The sources' settings that carry state across a stop: MEK-CV's weighted sampler and early stopping (patience 1 over
+# 5 epochs: it fires after epoch 2), the official MEK protocol (long epochs, a run of N steps with the last epoch cut,
+# timm's cosine, no validation split) with MEK-CV's per-sample augmentation chain.
+RESUMED_SETTINGS = {
+    "default": [],
+    "weighted-sampler-early-stopping": ["--balanced-sampler", "--early-stopping-patience", "1", "--epochs", "5"],
+    "official-schedule-per-sample": [
+        "--val-split", "none", "--epoch-size", "200", "--train-steps", "18", "--scheduler", "timm-cosine",
+        "--warmup-steps", "3", "--warmup-lr", "1e-4", "--min-lr", "1e-5", "--balanced-sampler",
+        "--data-pipeline", "per-sample", "--crop", "padded", "--crop-padding", "4", "--rotation", "15",
+        "--rotation-interpolation", "nearest", "--hflip", "0", "--color-jitter", "0.3", "0.3", "0", "0",
+        "--re-prob", "0.5", "--re-mode", "torchvision", "--re-scale", "0.02", "0.2", "--no-single-pass"],
+}
+
+
+@pytest.mark.parametrize("settings", list(RESUMED_SETTINGS))
+def test_resume_after_a_stop_mid_epoch_gives_the_same_weights(tmp_path, settings):
     """Stop after 5 optimizer steps (inside epoch 1 of 2), resume: final weights equal an uninterrupted run."""
-    common = [*TINY, "--epochs", "2", "--checkpoint-every", "3"]
-    train.main([*common, "--output-dir", str(tmp_path / "straight")])
+    common = [*TINY, "--epochs", "2", "--checkpoint-every", "3", *RESUMED_SETTINGS[settings]]
+    straight_results = train.main([*common, "--output-dir", str(tmp_path / "straight")])
     partial = train.main([*common, "--max-steps", "5", "--output-dir", str(tmp_path / "resumed")])
     assert partial == {"finished": False, "global_step": 5}
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "trainer_state.json").read_text())
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 5, 5)
-    train.main([*common, "--resume", "--output-dir", str(tmp_path / "resumed")])
+    resumed_results = train.main([*common, "--resume", "--output-dir", str(tmp_path / "resumed")])
+    # Validation metrics and learning rates per epoch (the resumed epoch's train losses average its steps after the
+    # stop only).
+    def selected(results):
+        return [{k: v for k, v in row.items() if not k.startswith("train_")} for row in results["history"]]
+
+    assert selected(resumed_results) == selected(straight_results)
+    if settings == "weighted-sampler-early-stopping":
+        assert len(resumed_results["history"]) < 5  # stopped early, at the same epoch as the uninterrupted run
+    if settings == "official-schedule-per-sample":
+        assert resumed_results["selection"]["checkpoint"] == "last" and len(resumed_results["history"]) == 2
     straight = load_file(tmp_path / "straight" / "last" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
     assert straight.keys() == resumed.keys()
@@ -215,7 +241,10 @@ def test_recipes_parse_and_document_their_target():
             assert "Target" in text, name
             assert values["source"] in ("rafdb", "fer2013")
     assert train.parse_config([]).source == "synthetic"
-    assert train.parse_config(["--recipe", "rafdb-swin-t", "--data-root", "x"]).lr is None
+    # The official rule 5e-4 x total batch / 512 (batch 32), written out in the recipe since issue 12; the recipe
+    # names the official start_0.pt as --init, which --print-config's parsing does not require to exist.
+    swin, _ = train.parse_command_line(["--recipe", "rafdb-swin-t", "--data-root", "x", "--print-config"])
+    assert swin.lr == 5e-4 * swin.batch_size / 512
 
 
 def test_recipes_come_from_the_folder_passed_in(tmp_path):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fer_mek.train import Trainer, parse_config
+from fer_mek.train.config import augmentation_options
 
 from .fixtures import fixture_counts, rafdb_files
 from .timing import cycle, figure, measure, rate
@@ -177,8 +178,7 @@ def measure_reference(trainer: Trainer, args: argparse.Namespace, data_root: Pat
     device, settings = trainer.accelerator.device, trainer.config  # the loop's settings, --extra-train-args included
     mek = settings.method == "mek"
     paths, labels = rafdb_files(data_root, "train")
-    transform = build_train_transform(trainer.processor, auto_augment=settings.auto_augment or None,
-                                      re_prob=settings.re_prob)
+    transform = build_train_transform(trainer.processor, **augmentation_options(settings))
     dataset = ReferenceDataset(paths, labels, transform, with_flip=mek)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.reference_workers, pin_memory=device.type == "cuda")

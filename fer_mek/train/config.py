@@ -9,29 +9,49 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..data.common import VAL_SPLITS
+from ..data.fer2013 import FER2013_TEST_SPLITS
 from ..data.sources import SOURCES
 from ..data.synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
-from ..data.transforms import RAND_AUGMENT, RE_PROB  # the official MEK augmentation
+from ..data.transforms import (  # the official MEK augmentation
+    COLOR_JITTER,
+    CROP_RATIO,
+    CROP_SCALE,
+    HFLIP,
+    RAND_AUGMENT,
+    RE_PROB,
+    ROTATION,
+)
 from ..runs import CHECKPOINT, TRAIN_CONFIG, RunError, read_train_config
 
 __all__ = [
     "CHOICES",
     "DESCRIPTION",
+    "LIST_OPTIONS",
     "RECIPE_DIR",
     "RESUMABLE_OPTIONS",
     "TrainConfig",
+    "augmentation_options",
     "build_parser",
+    "check_batched_augmentation",
+    "check_per_sample_augmentation",
     "check_run_folder",
+    "format_config",
     "list_recipes",
     "load_recipe",
+    "parse_command_line",
     "parse_config",
+    "print_resolved_config",
     "validate_config",
 ]
 
@@ -53,14 +73,15 @@ Run folder (``--output-dir``):
     train_config.yaml            the resolved configuration
     logs/                        TensorBoard logs (when tensorboard is installed)
 
-The test split is evaluated once, at the end, on the checkpoint chosen on validation.
+The test split is evaluated once, at the end, on the checkpoint chosen on validation (with --val-split none: on the
+final checkpoint, which best/ then holds too). --print-config shows every option's resolved value and exits.
 """
 
 #: The packaged recipes (package data): ``<name>.yaml`` per published configuration.
 RECIPE_DIR = Path(__file__).parent / "recipes"
 #: Options that may change between a run and its resumption; every other option must match the saved run.
 RESUMABLE_OPTIONS = {"resume", "overwrite", "epochs", "num_workers", "log_with", "checkpoint_every", "max_steps",
-                     "channels_last", "compile"}
+                     "channels_last", "compile", "fused_optimizer"}
 #: Options of the synthetic set only: they do not describe a run on any other source.
 _SYNTHETIC_OPTIONS = {"synthetic_images", "synthetic_image_size"}
 
@@ -73,41 +94,70 @@ class TrainConfig:
     # Data
     source: str = field(default="synthetic", metadata={"help": "dataset source: synthetic, rafdb, fer2013, folder or hub"})
     data_root: str | None = field(default=None, metadata={"help": "dataset root (file, folder or Hub id) for every source but synthetic"})
-    val_fraction: float = field(default=0.1, metadata={"help": "stratified fraction of train held out for validation"})
+    val_split: str = field(default="stratified", metadata={"help": "validation split: stratified (a stratified --val-fraction of train), permutation (MEK-CV: np.random.seed(--split-seed), the first int(N x --val-fraction) of np.random.permutation(N) over train in (class, file name) order; not stratified) or none (train on all of train, no per-epoch validation; the final checkpoint is reported)"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train held out for validation (in (0, 1); unused with --val-split none)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split (recorded in results.json)"})
+    fer2013_test: str = field(default="PrivateTest", metadata={"help": "fer2013 CSV: the test split: PrivateTest (3,589 images), PublicTest, or PublicTest+PrivateTest (7,178: the test/ folder of the image-folder release, on which MEK-CV reports)"})
+    epoch_size: int = field(default=0, metadata={"help": "samples per epoch: 0 = one pass over train; N = the train list repeated in order to N entries and shuffled each epoch (official MEK: 1000000)"})
     synthetic_images: int = field(default=SYNTHETIC_NUM_IMAGES, metadata={"help": "synthetic source: number of images (train+validation+test)"})
     synthetic_image_size: int = field(default=SYNTHETIC_IMAGE_SIZE, metadata={"help": "synthetic source: side of the generated images (draw them at the model's input size to skip a resize)"})
     data_pipeline: str = field(default="cached", metadata={"help": "cached: decode and resize every image once into a memory-mapped uint8 cache, augment whole batches on the device (fast); per-sample: PIL decode + timm transforms per image in DataLoader workers (any timm auto-augment policy)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip unreadable images and bad rows (listed in results.json) instead of stopping"})
     # Model
     backbone: str = field(default="resnet18", metadata={"help": "timm backbone name, e.g. resnet18, resnet34, swin_tiny_patch4_window7_224"})
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of timm.create_model for the backbone; on the command line a JSON object, e.g. '{\"img_size\": 112, \"patch_size\": 2}' (--drop-path adds drop_path_rate)"})
     head: str = field(default="linear", metadata={"help": "linear (MEK reference) or conv_bn (published MEK ResNet layout)"})
-    init: str = field(default="random", metadata={"help": "backbone init: random, timm (timm's pretrained weights, needs the Hub or its cache) or a state_dict path (e.g. an MS-Celeb-1M ResNet)"})
+    head_init: str = field(default="pytorch", metadata={"help": "head initialisation: pytorch (PyTorch's default nn.Linear / nn.Conv2d init, as both MEK sources and every fer-mek model so far) or normal (N(0, 0.02) weights, zero bias)"})
+    init: str = field(default="random", metadata={"help": "backbone init: random, timm (timm's default pretrained weights), timm:NAME.TAG (e.g. timm:resnet18.tv_in1k = torchvision IMAGENET1K_V1; needs the Hub or its cache), or a file: a torchvision/timm state_dict (e.g. an MS-Celeb-1M ResNet) or the official MEK Swin checkpoint (start_0.pt)"})
+    reset_final_norm: bool = field(default=False, metadata={"help": "after --init, reset the backbone's final norm to weight 1 / bias 0 (official MEK Swin: a fresh LayerNorm before the head)"})
     image_size: int = field(default=224, metadata={"help": "input side in pixels (the published recipes use 224)"})
+    image_mean: list[float] | None = field(default=None, metadata={"help": "normalisation mean, 3 values (default: ImageNet's); saved with the model, so evaluation and inference use it too"})
+    image_std: list[float] | None = field(default=None, metadata={"help": "normalisation standard deviation, 3 values (default: ImageNet's)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
     drop_path: float = field(default=0.0, metadata={"help": "stochastic depth rate of the backbone (timm drop_path_rate)"})
     method: str = field(default="mek", metadata={"help": "mek (RSL + attention consistency on the flipped pair) or baseline (plain cross-entropy)"})
     smoothing: float = field(default=0.3, metadata={"help": "MEK re-balanced label smoothing epsilon"})
     attention_weight: float = field(default=0.1, metadata={"help": "MEK attention consistency weight lambda"})
+    balance_weight_rule: str = field(default="official", metadata={"help": "MEK balance weights from the train class counts: official (w_c = N / (10 n_c)) or mean1 (inverse frequency normalised to mean 1, MEK-CV)"})
     single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (BatchNorm statistics then span both halves; measured faster at 64-112 px and slower at 224 px on a 2-core CPU: see BENCHMARKS.md)"})
     # Optimisation
-    epochs: int = field(default=40, metadata={"help": "number of epochs"})
+    epochs: int = field(default=40, metadata={"help": "number of epochs (unused when --train-steps > 0)"})
     batch_size: int = field(default=64, metadata={"help": "batch size per process"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     optimizer: str = field(default="adamw", metadata={"help": "adamw, adam or sgd (timm create_optimizer_v2)"})
     lr: float | None = field(default=None, metadata={"help": "learning rate; default: 5e-4 x total batch / 512 (official MEK rule)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "weight decay"})
-    scheduler: str = field(default="cosine", metadata={"help": "cosine (with warm-up), exponential (x gamma per epoch) or constant"})
-    warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up length in epochs (cosine)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "weight decay (adam: L2 added to the gradient; adamw: decoupled)"})
+    weight_decay_all: bool = field(default=False, metadata={"help": "decay every parameter (both MEK sources) instead of excluding biases and norms"})
+    scheduler: str = field(default="cosine", metadata={"help": "cosine (transformers' cosine with linear warm-up), timm-cosine (timm's CosineLRScheduler stepped as the official MEK loop: step_update(global_step) after each optimizer step), exponential (x gamma after every epoch) or constant"})
+    schedule_unit: str = field(default="step", metadata={"help": "cosine and timm-cosine: change the learning rate after every optimizer step or only at epoch ends (exponential is always per epoch)"})
+    warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up length in epochs (cosine, timm-cosine)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up length in optimizer steps; > 0 overrides --warmup-epochs"})
+    warmup_lr: float = field(default=0.0, metadata={"help": "learning rate the warm-up starts from"})
+    min_lr: float = field(default=0.0, metadata={"help": "floor of the cosine schedules"})
     gamma: float = field(default=0.9, metadata={"help": "per-epoch decay of the exponential scheduler"})
+    train_steps: int = field(default=0, metadata={"help": "> 0: train exactly this many optimizer steps (the schedule's length; the last epoch is cut) instead of --epochs"})
     clip_grad_norm: float = field(default=5.0, metadata={"help": "gradient norm clipping (0: off)"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16"})
-    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format for model and inputs (faster convolutions)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (autocast; fp16 with a GradScaler)"})
+    grad_scaler_growth_interval: int = field(default=2000, metadata={"help": "fp16: optimizer steps without inf/NaN gradients before the GradScaler doubles its scale (torch's default 2000; official MEK 100)"})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format for model and inputs (faster convolutions; their results differ from the NCHW layout the MEK sources use in the last bits, which near-zero gradients amplify: --no-channels-last for a bit-level reproduction)"})
+    fused_optimizer: bool = field(default=True, metadata={"help": "torch's fused Adam/AdamW kernel (one kernel per step; its results differ from torch's default implementation, which the MEK sources use, in the last bits: --no-fused-optimizer for a bit-level reproduction)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps on a GPU)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the weights (timm ModelEmaV3) with this decay; 0: off. Evaluation and saved weights use the EMA"})
-    balanced_sampler: bool = field(default=False, metadata={"help": "sample classes equally often (WeightedRandomSampler)"})
+    balanced_sampler: bool = field(default=False, metadata={"help": "sample classes equally often: weights 1/n_label, drawn with replacement (WeightedRandomSampler)"})
+    # Augmentation (training; the per-sample pipeline runs every option, the cached one a subset)
+    crop: str = field(default="random-resized", metadata={"help": "random-resized (timm RandomResizedCrop: --crop-scale, --crop-ratio; rotation before it) or padded (MEK-CV: Resize to the input size, RandomCrop with --crop-padding, rotation after it)"})
+    crop_scale: list[float] = field(default_factory=lambda: list(CROP_SCALE), metadata={"help": "random-resized crop: area range, 2 values"})
+    crop_ratio: list[float] = field(default_factory=lambda: list(CROP_RATIO), metadata={"help": "random-resized crop: aspect-ratio range, 2 values"})
+    crop_padding: int = field(default=0, metadata={"help": "padded crop: zero padding on each side before the random crop (MEK-CV 8)"})
+    train_interpolation: str = field(default="bilinear", metadata={"help": "training resize/crop interpolation: bilinear, bicubic (official MEK), nearest (padded crop only) or random (timm's, random-resized only)"})
+    rotation: float = field(default=ROTATION, metadata={"help": "random rotation in [-deg, +deg] (0: off); before the crop with --crop random-resized, after it with padded"})
+    rotation_interpolation: str = field(default="bilinear", metadata={"help": "rotation interpolation: bilinear, nearest (torchvision's default; MEK-CV) or bicubic"})
+    hflip: float = field(default=HFLIP, metadata={"help": "random horizontal flip probability (MEK-CV 0: the paired flip is the only one)"})
+    color_jitter: list[float] = field(default_factory=lambda: [COLOR_JITTER] * 3, metadata={"help": "colour jitter brightness, contrast, saturation[, hue]; as in timm only applied without --auto-augment"})
     auto_augment: str = field(default=RAND_AUGMENT, metadata={"help": "timm RandAugment policy ('' for none)"})
     re_prob: float = field(default=RE_PROB, metadata={"help": "random erasing probability"})
+    re_scale: list[float] = field(default_factory=lambda: [0.02, 1.0 / 3.0], metadata={"help": "random erasing: area range of the box, 2 values"})
+    re_mode: str = field(default="const", metadata={"help": "random erasing fill: timm's const, pixel or rand, or torchvision (torchvision.transforms.RandomErasing, value 0 after normalisation, ratio (0.3, 3.3): MEK-CV)"})
     # Selection and stopping
     select_metric: str = field(default="mean_class_accuracy", metadata={"help": "validation metric that chooses the best checkpoint"})
     early_stopping_patience: int = field(default=0, metadata={"help": "stop after this many epochs without improvement (0: off)"})
@@ -116,23 +166,64 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run folder"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --output-dir from its last checkpoint"})
     checkpoint_every: int = field(default=0, metadata={"help": "also checkpoint every N optimizer steps (0: at epoch ends only)"})
-    max_steps: int = field(default=0, metadata={"help": "stop after N optimizer steps in total (0: no limit; for smoke tests)"})
+    max_steps: int = field(default=0, metadata={"help": "stop after N optimizer steps in total, leaving a resumable checkpoint (0: no limit; for smoke tests; see --train-steps for a run of N steps)"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, sampling and augmentation"})
     num_workers: int = field(default=-1, metadata={"help": "DataLoader workers per process; -1: automatic (the CPU cores a process can spare)"})
     log_with: str = field(default="tensorboard", metadata={"help": "tracker: tensorboard or none"})
 
+    def __post_init__(self) -> None:
+        # Canonical values (a recipe's `rotation: 15` or `crop_scale: [1, 1]` is the float option): what
+        # train_config.yaml and --print-config show. Values that are not numbers are left for validate_config.
+        for name in LIST_OPTIONS:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in value):
+                setattr(self, name, [float(v) for v in value])
+        for name in ("rotation", "hflip", "warmup_lr", "min_lr"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
+        if isinstance(self.backbone_kwargs, dict):
+            self.backbone_kwargs = dict(self.backbone_kwargs)
+
 
 CHOICES = {
     "source": tuple(SOURCES),
+    "val_split": VAL_SPLITS,
+    "fer2013_test": FER2013_TEST_SPLITS,
     "data_pipeline": ("cached", "per-sample"),
     "head": ("linear", "conv_bn"),
+    "head_init": ("pytorch", "normal"),
     "method": ("mek", "baseline"),
+    "balance_weight_rule": ("official", "mean1"),
     "optimizer": ("adamw", "adam", "sgd"),
-    "scheduler": ("cosine", "exponential", "constant"),
+    "scheduler": ("cosine", "timm-cosine", "exponential", "constant"),
+    "schedule_unit": ("step", "epoch"),
     "mixed_precision": ("no", "bf16", "fp16"),
+    "crop": ("random-resized", "padded"),
+    "train_interpolation": ("bilinear", "bicubic", "nearest", "random"),
+    "rotation_interpolation": ("bilinear", "nearest", "bicubic"),
+    "re_mode": ("const", "pixel", "rand", "torchvision"),
     "select_metric": ("mean_class_accuracy", "accuracy", "macro_f1"),
     "log_with": ("tensorboard", "none"),
 }
+#: List-valued options and the numbers of values they take (``nargs`` on the command line).
+LIST_OPTIONS: dict[str, tuple[int, ...]] = {
+    "crop_scale": (2,), "crop_ratio": (2,), "re_scale": (2,), "color_jitter": (3, 4), "image_mean": (3,),
+    "image_std": (3,),
+}
+#: Options that are a mapping (a JSON object on the command line).
+DICT_OPTIONS = ("backbone_kwargs",)
+#: Schedulers that ``--warmup-*``, ``--min-lr`` and ``--schedule-unit`` shape.
+COSINE_SCHEDULERS = ("cosine", "timm-cosine")
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: _field_default(f) for f in dataclasses.fields(TrainConfig)}
 
 
 # ----------------------------------------------------------------------------------------------- recipes
@@ -163,22 +254,64 @@ def load_recipe(name_or_path: str, recipe_dir: str | os.PathLike | None = None) 
 
 
 # ----------------------------------------------------------------------------------------------- command line
+def _json_object(text: str) -> dict[str, Any]:
+    """``--backbone-kwargs``: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}; give an object, e.g. "
+                                         "'{\"img_size\": 112, \"patch_size\": 2}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; give one, e.g. '{{\"img_size\": 112}}'")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """One ``--long-flag`` per :class:`TrainConfig` field (booleans also take ``--no-...``); unset flags stay
-    absent from the parsed namespace, so a recipe's values are only overridden by options actually given."""
+    """One ``--long-flag`` per :class:`TrainConfig` field (booleans also take ``--no-...``; list options take their
+    values one after the other, ``--crop-scale 0.8 1.0``; ``--backbone-kwargs`` a JSON object), and
+    ``--print-config``. Unset flags stay absent from the parsed namespace, so a recipe's values are only overridden
+    by options actually given."""
     parser = argparse.ArgumentParser(
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
     )
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_text = f"{f.metadata['help']} (default: {default})"
+        default = _field_default(f)
+        help_text = f"{f.metadata['help']} (default: {'none' if default is None else default!r})".replace("%", "%%")
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=help_text, metavar=None)
+        elif f.name in LIST_OPTIONS:
+            counts = LIST_OPTIONS[f.name]
+            parser.add_argument(flag, type=float, nargs=counts[0] if len(counts) == 1 else "+", metavar="X",
+                                help=help_text)
+        elif f.name in DICT_OPTIONS:
+            parser.add_argument(flag, type=_json_object, metavar="JSON", help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=help_text, metavar=None)
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration (defaults < recipe < command line: every option and "
+                             "its value) as YAML, a recipe in itself, and exit without training or touching "
+                             "--output-dir")
     return parser
+
+
+def parse_command_line(
+    argv: list[str] | None = None, recipe_dir: str | os.PathLike | None = None
+) -> tuple[TrainConfig, bool]:
+    """The resolved, validated :class:`TrainConfig` and whether ``--print-config`` was given.
+
+    With ``--print-config`` the options are checked but not the files and folders they name (``--data-root``,
+    ``--init``): a recipe can be printed on a machine without its data.
+    """
+    given = vars(build_parser().parse_args(argv))
+    print_config = bool(given.pop("print_config", False))
+    values: dict[str, Any] = {"recipe": given.get("recipe", TrainConfig.recipe)}
+    values.update(load_recipe(values["recipe"], recipe_dir))
+    values.update(given)
+    config = TrainConfig(**values)
+    validate_config(config, check_paths=not print_config)
+    return config, print_config
 
 
 def parse_config(argv: list[str] | None = None, recipe_dir: str | os.PathLike | None = None) -> TrainConfig:
@@ -188,37 +321,202 @@ def parse_config(argv: list[str] | None = None, recipe_dir: str | os.PathLike | 
         argv: Command-line options (default: ``sys.argv[1:]``).
         recipe_dir: Where recipe names are looked up (default: the packaged :data:`RECIPE_DIR`).
     """
-    given = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {"recipe": given.get("recipe", TrainConfig.recipe)}
-    values.update(load_recipe(values["recipe"], recipe_dir))
-    values.update(given)
-    config = TrainConfig(**values)
-    validate_config(config)
-    return config
+    return parse_command_line(argv, recipe_dir)[0]
 
 
-def validate_config(config: TrainConfig) -> None:
-    """Raise ``ValueError`` (naming the option and its allowed values) on an option that cannot work."""
+def format_config(config: TrainConfig) -> str:
+    """``--print-config``: every option of ``config`` with its value, as YAML in field order (loadable as a recipe:
+    ``--recipe printed.yaml`` gives the same configuration)."""
+    lines = [f"# fer-mek training configuration (recipe {config.recipe!r}, then the command line); "
+             "every option of `scripts/train.py --help`"]
+    for line in yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, width=1000).splitlines():
+        if line == "lr: null":
+            line += "  # 5e-4 x total batch / 512 (batch size x gradient accumulation x processes)"
+        elif line == "epochs: " + str(config.epochs) and config.train_steps:
+            line += f"  # unused: --train-steps {config.train_steps} sets the length"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def print_resolved_config(config: TrainConfig) -> None:
+    """``--print-config``: the configuration as YAML on stdout (once, under ``accelerate launch`` too: only the
+    process of rank 0 prints), and on stderr what training would still need (a data root, an init file)."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) != 0:
+        return
+    sys.stdout.write(format_config(config))
+    sys.stdout.flush()
+    try:
+        validate_config(config)
+    except ValueError as error:
+        print(f"# note: to train with this configuration: {error}", file=sys.stderr)
+
+
+def _check_list(config: TrainConfig, name: str) -> list[float] | None:
+    value = getattr(config, name)
+    flag = "--" + name.replace("_", "-")
+    if value is None and name in ("image_mean", "image_std"):
+        return None
+    counts = LIST_OPTIONS[name]
+    if not isinstance(value, (list, tuple)) or len(value) not in counts or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        wanted = " or ".join(str(n) for n in counts)
+        raise ValueError(f"{flag} takes {wanted} numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def validate_config(config: TrainConfig, check_paths: bool = True) -> None:
+    """Raise ``ValueError`` (naming the option and its allowed values) on an option that cannot work.
+
+    Args:
+        config: The configuration.
+        check_paths: Also check that the dataset root is given and that an ``--init`` file exists (off for
+            ``--print-config``).
+    """
     for name, allowed in CHOICES.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(config, name)!r}")
-    if config.source != "synthetic" and not config.data_root:
+    if check_paths and config.source != "synthetic" and not config.data_root:
         raise ValueError(f"--source {config.source} needs --data-root (the dataset's file, folder or Hub id)")
     if config.resume and config.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
-    for name in ("epochs", "batch_size", "grad_accum", "image_size"):
+    for name in ("epochs", "batch_size", "grad_accum", "image_size", "grad_scaler_growth_interval"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("epoch_size", "train_steps", "warmup_steps", "crop_padding", "max_steps", "checkpoint_every",
+                 "early_stopping_patience"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(config, name)}")
     if config.num_workers < -1:
         raise ValueError(f"--num-workers must be -1 (automatic) or at least 0, got {config.num_workers}")
-    if config.data_pipeline == "cached" and config.auto_augment:
-        from ..data.batch_augment import parse_rand_augment
+    _validate_split(config)
+    _validate_model(config)
+    _validate_augmentation(config)
+    _validate_schedule(config)
+    if not (config.init in ("random", "timm") or config.init.startswith("timm:")) and check_paths and not Path(
+        config.init
+    ).is_file():
+        raise ValueError(f"--init {config.init!r}: not random, timm, nor an existing state_dict file (nor timm:NAME.TAG)")
+    if config.init.startswith("timm:") and not config.init[len("timm:"):]:
+        raise ValueError("--init timm:NAME.TAG needs a timm model name with its pretrained tag, e.g. "
+                         "timm:resnet18.tv_in1k")
 
-        parse_rand_augment(config.auto_augment)  # a policy the batched pipeline cannot run fails here, not later
-    if not 0.0 < config.val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
-    if config.init not in ("random", "timm") and not Path(config.init).is_file():
-        raise ValueError(f"--init {config.init!r}: not random, timm, nor an existing state_dict file")
+
+def _validate_split(config: TrainConfig) -> None:
+    if config.val_split != "none" and not 0.0 < config.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {config.val_fraction} (or --val-split none: no "
+                         "validation split)")
+    if config.fer2013_test != "PrivateTest" and config.source != "fer2013":
+        raise ValueError(f"--fer2013-test {config.fer2013_test} applies to --source fer2013 only (got --source "
+                         f"{config.source}); leave it at PrivateTest")
+    if config.val_split == "none" and config.early_stopping_patience:
+        raise ValueError("--early-stopping-patience needs a validation split; with --val-split none the run trains "
+                         "for its full length and reports the final checkpoint")
+
+
+def _validate_model(config: TrainConfig) -> None:
+    if not isinstance(config.backbone_kwargs, dict) or not all(isinstance(k, str) for k in config.backbone_kwargs):
+        raise ValueError(f"--backbone-kwargs must be a mapping of timm.create_model keyword arguments, got "
+                         f"{config.backbone_kwargs!r}")
+    if config.drop_path and "drop_path_rate" in config.backbone_kwargs:
+        raise ValueError(f"--drop-path {config.drop_path} and --backbone-kwargs drop_path_rate "
+                         f"{config.backbone_kwargs['drop_path_rate']} both set the drop-path rate; give one")
+    for name in ("image_mean", "image_std"):
+        _check_list(config, name)
+    if config.image_std is not None and any(v <= 0 for v in config.image_std):
+        raise ValueError(f"--image-std must be positive, got {config.image_std}")
+
+
+def _validate_augmentation(config: TrainConfig) -> None:
+    scale, ratio, re_scale = (_check_list(config, n) for n in ("crop_scale", "crop_ratio", "re_scale"))
+    jitter = _check_list(config, "color_jitter")
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"--crop-scale must be two numbers with 0 < min <= max <= 1, got {config.crop_scale}")
+    if not 0.0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"--crop-ratio must be two numbers with 0 < min <= max, got {config.crop_ratio}")
+    if not 0.0 < re_scale[0] <= re_scale[1] < 1.0:
+        raise ValueError(f"--re-scale must be two numbers with 0 < min <= max < 1, got {config.re_scale}")
+    if any(v < 0 for v in jitter) or (len(jitter) == 4 and jitter[3] > 0.5):
+        raise ValueError(f"--color-jitter values must be >= 0 (hue <= 0.5), got {config.color_jitter}")
+    if config.crop_padding and config.crop != "padded":
+        raise ValueError(f"--crop-padding {config.crop_padding} applies to --crop padded (got --crop {config.crop})")
+    if not 0.0 <= config.rotation < 180.0:
+        raise ValueError(f"--rotation must be in [0, 180) degrees, got {config.rotation}")
+    for name in ("hflip", "re_prob"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} is a probability, in [0, 1]; got {getattr(config, name)}")
+    if config.data_pipeline == "cached":
+        if config.auto_augment:
+            from ..data.batch_augment import parse_rand_augment
+
+            parse_rand_augment(config.auto_augment)  # a policy the batched pipeline cannot run fails here, not later
+        check_batched_augmentation(config)
+    else:
+        check_per_sample_augmentation(config)
+
+
+def check_batched_augmentation(config: TrainConfig) -> None:
+    """``ValueError`` naming the options that the cached (batched, on-device) pipeline cannot run, and the fix
+    (``--data-pipeline per-sample``)."""
+    from ..data import batched_augmentation_supports
+
+    reason = batched_augmentation_supports(**augmentation_options(config))
+    if reason is not None:
+        raise ValueError(reason)
+
+
+def check_per_sample_augmentation(config: TrainConfig) -> None:
+    """``ValueError`` (from :func:`fer_mek.data.transforms.build_train_transform`) when the per-sample transform
+    cannot be built with ``config``'s augmentation options: raised before training, not when the loaders are built."""
+    from types import SimpleNamespace
+
+    from ..data.transforms import build_train_transform
+
+    processor = SimpleNamespace(image_size=config.image_size, image_mean=config.image_mean or [0.5] * 3,
+                                image_std=config.image_std or [0.5] * 3)
+    build_train_transform(processor, **augmentation_options(config))
+
+
+def augmentation_options(config: TrainConfig) -> dict[str, Any]:
+    """The training augmentation options of ``config``: keyword arguments of
+    :func:`fer_mek.data.transforms.build_train_transform` (the per-sample pipeline) and of
+    :func:`fer_mek.data.batched_augmentation_kwargs` (the cached one). The size, mean and std come from the model's
+    image processor."""
+    return {
+        "crop": config.crop,
+        "crop_scale": tuple(config.crop_scale),
+        "crop_ratio": tuple(config.crop_ratio),
+        "crop_padding": config.crop_padding,
+        "train_interpolation": config.train_interpolation,
+        "rotation": config.rotation,
+        "rotation_interpolation": config.rotation_interpolation,
+        "hflip": config.hflip,
+        "color_jitter": tuple(config.color_jitter),
+        "auto_augment": config.auto_augment or None,
+        "re_prob": config.re_prob,
+        "re_scale": tuple(config.re_scale),
+        "re_mode": config.re_mode,
+    }
+
+
+def _validate_schedule(config: TrainConfig) -> None:
+    cosine = config.scheduler in COSINE_SCHEDULERS
+    for name in ("warmup_lr", "min_lr"):
+        value = getattr(config, name)
+        if value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if value and not cosine:
+            raise ValueError(f"--{name.replace('_', '-')} shapes the cosine schedules; --scheduler "
+                             f"{config.scheduler} does not use it")
+    if config.schedule_unit == "epoch" and config.warmup_steps:
+        raise ValueError("--warmup-steps counts optimizer steps; with --schedule-unit epoch give --warmup-epochs")
+    if config.lr is not None and config.scheduler in COSINE_SCHEDULERS and config.min_lr > config.lr:
+        raise ValueError(f"--min-lr {config.min_lr} is above --lr {config.lr}")
+    if config.scheduler == "timm-cosine" and config.schedule_unit == "epoch" and config.warmup_epochs != int(
+        config.warmup_epochs
+    ):
+        raise ValueError(f"--scheduler timm-cosine --schedule-unit epoch needs a whole number of --warmup-epochs, "
+                         f"got {config.warmup_epochs}")
 
 
 def check_run_folder(config: TrainConfig) -> None:
@@ -241,10 +539,14 @@ def check_run_folder(config: TrainConfig) -> None:
         raise ValueError(f"--resume: {error}") from error
     # The synthetic set's options say nothing about a run on another source (and their defaults may change).
     ignored = RESUMABLE_OPTIONS | {"recipe"} | (_SYNTHETIC_OPTIONS if config.source != "synthetic" else set())
+    # An option that a run saved by an older fer-mek lacks had its default then (options are only ever added with
+    # the default that keeps the earlier behaviour).
+    defaults = _defaults()
     differing = sorted(
         key for key, value in dataclasses.asdict(config).items()
-        if key not in ignored and saved.get(key) != value
+        if key not in ignored and saved.get(key, defaults[key]) != value
     )
     if differing:
-        details = ", ".join(f"{key}: {saved.get(key)!r} -> {getattr(config, key)!r}" for key in differing)
+        details = ", ".join(f"{key}: {saved.get(key, defaults[key])!r} -> {getattr(config, key)!r}"
+                            for key in differing)
         raise ValueError(f"--resume: {run} is a different run ({details}); use the same options or another --output-dir")

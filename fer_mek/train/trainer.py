@@ -35,9 +35,21 @@ from ..runs import (
     write_results,
     write_train_config,
 )
-from .config import TrainConfig, check_run_folder, parse_config
+from .config import (
+    TrainConfig,
+    augmentation_options,
+    check_run_folder,
+    parse_command_line,
+    print_resolved_config,
+)
+from .sampling import EpochSampler, SeededAugmentation
+from .schedule import build_scheduler, uses_step_schedule
 
-__all__ = ["EpochSampler", "SeededAugmentation", "Trainer", "TrainerState", "build_scheduler", "cli_main", "main"]
+__all__ = ["NO_VALIDATION_REASON", "EpochSampler", "SeededAugmentation", "Trainer", "TrainerState", "build_scheduler",
+           "cli_main", "main"]
+
+#: ``results.json`` ``selection.reason`` of a run without a validation split (``--val-split none``).
+NO_VALIDATION_REASON = "no validation split: the final checkpoint is reported, as the source does"
 
 
 class TrainerState:
@@ -60,82 +72,12 @@ class TrainerState:
             setattr(self, key, value)
 
 
-class SeededAugmentation(torch.utils.data.Dataset):
-    """Training samples whose random augmentation is a pure function of ``(seed, epoch, index)``.
-
-    The sampler (:class:`EpochSampler`) encodes the epoch into the index it yields. Each sample is transformed under
-    its own seed, inside a forked RNG, so the augmentation of a sample does not depend on which worker or process
-    draws it, on DataLoader look-ahead, or on a resume mid-epoch — and the global RNG (dropout) is left untouched.
-    """
-
-    def __init__(self, dataset: Any, transform: Any, seed: int):
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: int) -> dict[str, Any]:
-        import random
-
-        import numpy as np
-
-        epoch, index = divmod(int(key), len(self.dataset))
-        row = self.dataset[index]
-        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
-        python_state, numpy_state = random.getstate(), np.random.get_state()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed)
-                random.seed(sample_seed)
-                np.random.seed(sample_seed)  # timm's RandAugment draws its operations with numpy
-                out = self.transform({key: [value] for key, value in row.items()})
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-        return {key: values[0] for key, values in out.items()}
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffled (or class-balanced, with ``weights``) order of one epoch from ``seed + epoch``; yields
-    ``epoch * N + index`` so that :class:`SeededAugmentation` knows the epoch."""
-
-    def __init__(self, num_samples: int, seed: int, weights: list[float] | None = None):
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
-        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.double)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        if self.weights is None:
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
-        return iter((order + self.epoch * self.num_samples).tolist())
-
-
-def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
-
-    total = config.epochs * steps_per_epoch
-    if config.scheduler == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, round(config.warmup_epochs * steps_per_epoch), total)
-    if config.scheduler == "exponential":
-        # The published MEK ResNet checkpoints: lr x gamma after every epoch.
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.gamma ** (step // steps_per_epoch))
-    return get_constant_schedule(optimizer)
-
-
 class Trainer:
     """One training run, from data to results.json. ``run()`` returns the results."""
 
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator
-        from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+        from accelerate.utils import DataLoaderConfiguration, GradScalerKwargs, ProjectConfiguration, set_seed
 
         self.config = config
         self.run_dir = Path(config.output_dir)
@@ -143,6 +85,9 @@ class Trainer:
         if log_with == "tensorboard" and not _tensorboard_available():
             log_with = "none"  # said once below, not a silent change: results.json records the tracker used
         self.tracker = log_with
+        handlers = []
+        if config.mixed_precision == "fp16":
+            handlers.append(GradScalerKwargs(growth_interval=config.grad_scaler_growth_interval))
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.grad_accum,
@@ -151,9 +96,13 @@ class Trainer:
             # Shuffling is a function of (seed, epoch) (EpochSampler; seedable samplers for any other loader):
             # exact resume, the same order on every process.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            kwargs_handlers=handlers,
         )
         set_seed(config.seed, device_specific=False)
         self.state = TrainerState()
+        # With --val-split none there is no validation split: no per-epoch evaluation, the final weights are reported.
+        self.validates = config.val_split != "none"
+        self.num_epochs = config.epochs  # with --train-steps: set by build_optimization
         self.interrupted = False
         self.step_times: list[float] = []  # perf_counter() after each training step (benchmarks read it)
 
@@ -186,14 +135,20 @@ class Trainer:
 
     def build_model(self) -> None:
         from .. import MEKConfig, MEKForImageClassification, MEKImageProcessor
-        from ..convert import load_backbone_weights
+        from ..convert import load_backbone_weights, reset_final_norm
 
         config = self.config
         baseline = config.method == "baseline"
+        backbone_kwargs = dict(config.backbone_kwargs)
+        if config.drop_path:
+            backbone_kwargs["drop_path_rate"] = config.drop_path
+        normalisation = {name: list(getattr(config, name)) for name in ("image_mean", "image_std")
+                         if getattr(config, name) is not None}
         model_config = MEKConfig(
             backbone=config.backbone,
-            backbone_kwargs={"drop_path_rate": config.drop_path} if config.drop_path else None,
+            backbone_kwargs=backbone_kwargs or None,
             head=config.head,
+            head_init=config.head_init,
             dropout=config.dropout,
             image_size=config.image_size,
             id2label=dict(enumerate(self.label_names)),
@@ -201,11 +156,15 @@ class Trainer:
             smoothing=0.0 if baseline else config.smoothing,
             attention_weight=0.0 if baseline else config.attention_weight,
             class_counts=self.class_counts["train"],
+            balance_weight_rule=config.balance_weight_rule,
+            **normalisation,
         )
         self.model = MEKForImageClassification(model_config)
         self.init_report = {"source": "random"}
         if config.init != "random":
-            self.init_report = load_backbone_weights(self.model, config.init)
+            self.init_report = load_backbone_weights(self.model, config.init, reset_final_norm=config.reset_final_norm)
+        elif config.reset_final_norm:
+            self.init_report.update(reset_final_norm(self.model))
         self.processor = MEKImageProcessor.from_model_config(model_config)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -224,6 +183,9 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         config = self.config
+        # The splits evaluated: validation (unless --val-split none) and test.
+        self.eval_splits = [split for split in ("validation", "test")
+                            if split in self.dataset and (split != "validation" or self.validates)]
         self.num_workers = self.resolve_num_workers()
         loader_kwargs: dict[str, Any] = {
             "batch_size": config.batch_size, "num_workers": self.num_workers,
@@ -233,7 +195,7 @@ class Trainer:
         if config.balanced_sampler:
             counts = self.class_counts["train"]
             weights = [1.0 / counts[label] for label in self.dataset["train"]["label"]]
-        self.train_sampler = EpochSampler(len(self.dataset["train"]), config.seed, weights)
+        self.train_sampler = EpochSampler(len(self.dataset["train"]), config.seed, weights, config.epoch_size)
         if config.data_pipeline == "cached":
             from ..data import identity_collate
 
@@ -243,10 +205,10 @@ class Trainer:
             from ..data import collate_fn, make_transform
 
             train_transform = make_transform(self.processor, train=True, with_flip=config.method == "mek",
-                                             auto_augment=config.auto_augment or None, re_prob=config.re_prob)
+                                             **augmentation_options(config))
             train = SeededAugmentation(self.dataset["train"], train_transform, config.seed)
             eval_transform = make_transform(self.processor, train=False, with_flip=False)
-            evals = {split: self.dataset[split].with_transform(eval_transform) for split in ("validation", "test")}
+            evals = {split: self.dataset[split].with_transform(eval_transform) for split in self.eval_splits}
             loader_kwargs["collate_fn"] = collate_fn
         self.train_loader = DataLoader(train, sampler=self.train_sampler, drop_last=True, **loader_kwargs)
         self.eval_loaders = {split: DataLoader(data, shuffle=False, **loader_kwargs) for split, data in evals.items()}
@@ -256,7 +218,13 @@ class Trainer:
 
     def _cached_datasets(self) -> tuple[Any, dict[str, Any]]:
         """Pixel caches of every split (built once, by the main process first) and the batched augmentation."""
-        from ..data import BatchAugmentation, CachedImages, cached_pixels, default_cache_dir
+        from ..data import (
+            BatchAugmentation,
+            CachedImages,
+            batched_augmentation_kwargs,
+            cached_pixels,
+            default_cache_dir,
+        )
         from ..data.cache import describe_cache
         from ..data.transforms import processor_settings
 
@@ -266,20 +234,20 @@ class Trainer:
         interpolation = str(getattr(settings["interpolation"], "value", settings["interpolation"]))
         pixels = {}
         with accelerator.main_process_first():
-            for split in ("train", "validation", "test"):
+            for split in ("train", *self.eval_splits):
                 pixels[split] = cached_pixels(
                     self.dataset[split], size, interpolation=interpolation, cache_dir=default_cache_dir(),
                     show_progress=accelerator.is_local_main_process,
                 )
         self.print(f"pixel cache: train {describe_cache(pixels['train'])}")
         self.augment = BatchAugmentation(
-            size, settings["mean"], settings["std"], auto_augment=config.auto_augment or None,
-            re_prob=config.re_prob, normalize=settings["normalize"],
+            size, settings["mean"], settings["std"], normalize=settings["normalize"],
+            **batched_augmentation_kwargs(**augmentation_options(config)),
         ).to(accelerator.device)
         self.eval_mean = self.augment.mean if settings["normalize"] else torch.zeros_like(self.augment.mean)
         self.eval_std = self.augment.std if settings["normalize"] else torch.ones_like(self.augment.std)
         train = CachedImages(pixels["train"], self.dataset["train"]["label"], seed=config.seed)
-        evals = {split: CachedImages(pixels[split], self.dataset[split]["label"]) for split in ("validation", "test")}
+        evals = {split: CachedImages(pixels[split], self.dataset[split]["label"]) for split in self.eval_splits}
         return train, evals
 
     def build_optimization(self) -> None:
@@ -290,16 +258,35 @@ class Trainer:
         self.lr = config.lr if config.lr is not None else 5e-4 * total_batch / 512
         # torch's fused Adam(W) kernels: one kernel per step instead of one per tensor on a GPU; on a CPU the
         # optimizer step of a ResNet-18 drops from about 25 to 11 ms (BENCHMARKS.md).
-        fused = {"fused": True} if config.optimizer in ("adam", "adamw") and self.accelerator.device.type in ("cuda", "cpu") else {}
+        # --no-fused-optimizer: torch's default implementation, the MEK sources' (bit-level parity).
+        fused = ({"fused": True} if config.fused_optimizer and config.optimizer in ("adam", "adamw")
+                 and self.accelerator.device.type in ("cuda", "cpu") else {})
+        # timm: adam is torch.optim.Adam (L2 added to the gradient), adamw torch.optim.AdamW (decoupled decay);
+        # filter_bias_and_bn=False decays every parameter, as both MEK sources do (--weight-decay-all).
         self.optimizer = timm.optim.create_optimizer_v2(
-            self.model, opt=config.optimizer, lr=self.lr, weight_decay=config.weight_decay, **fused
+            self.model, opt=config.optimizer, lr=self.lr, weight_decay=config.weight_decay,
+            filter_bias_and_bn=not config.weight_decay_all, **fused
         )
-        # Scheduler steps are optimizer steps of one process; accelerate scales them for N processes.
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
-        self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
-        (self.model, self.optimizer, self.train_loader, self.scheduler) = self.accelerator.prepare(
-            self.model, self.optimizer, self.train_loader, self.scheduler
-        )
+        # A StepSchedule (timm-cosine, ...) is a function of the optimizer steps of one process: built after the
+        # loader is sharded, stepped by train_step and checkpointed with the run, not prepared by accelerate.
+        self.step_schedule = uses_step_schedule(config)
+        if self.step_schedule:
+            (self.model, self.optimizer, self.train_loader) = self.accelerator.prepare(
+                self.model, self.optimizer, self.train_loader
+            )
+            self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
+            self.num_epochs = self.epochs_of(self.steps_per_epoch)
+            self.scheduler = build_scheduler(config, self.optimizer.optimizer, self.steps_per_epoch, self.num_epochs)
+            self.accelerator.register_for_checkpointing(self.scheduler)
+        else:
+            # Scheduler steps are optimizer steps of one process; accelerate scales them for N processes.
+            self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch,
+                                             num_processes=self.accelerator.num_processes)
+            (self.model, self.optimizer, self.train_loader, self.scheduler) = self.accelerator.prepare(
+                self.model, self.optimizer, self.train_loader, self.scheduler
+            )
+            self.num_epochs = self.epochs_of(math.ceil(len(self.train_loader) / config.grad_accum))
         if config.compile:
             # The wrapped module's forward is compiled in place: checkpoints, unwrap_model and save_pretrained keep
             # the plain module and its parameter names.
@@ -311,6 +298,16 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.accelerator.unwrap_model(self.model), decay=config.ema_decay)
             self.accelerator.register_for_checkpointing(self.ema)
+
+    def epochs_of(self, steps_per_epoch: int) -> int:
+        """Epochs of the run: ``--epochs``, or with ``--train-steps`` as many (optimizer steps of ``steps_per_epoch``
+        per epoch) as the steps take, the last one cut."""
+        if self.config.train_steps:
+            return math.ceil(self.config.train_steps / steps_per_epoch)
+        return self.config.epochs
+
+    def reached_train_steps(self) -> bool:
+        return bool(self.config.train_steps) and self.state.global_step >= self.config.train_steps
 
     # -- checkpoints
     def save_checkpoint(self) -> None:
@@ -409,7 +406,10 @@ class Trainer:
             if accelerator.sync_gradients and config.clip_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
             self.optimizer.step()
-            self.scheduler.step()
+            if not self.step_schedule:
+                self.scheduler.step()  # accelerate's wrapper: only at accumulation boundaries, x num_processes
+            elif accelerator.sync_gradients:
+                self.scheduler.step()  # once per optimizer step, also when fp16's GradScaler skipped it
             self.optimizer.zero_grad(set_to_none=True)
         return outputs
 
@@ -426,7 +426,7 @@ class Trainer:
         loader.set_epoch(epoch)
         sums = {"loss": 0.0, "smooth_label_loss": 0.0, "attention_loss": 0.0}
         seen = 0
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", initial=self.state.step_in_epoch,
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", initial=self.state.step_in_epoch,
                         total=len(self.train_loader), disable=not accelerator.is_local_main_process, leave=False)
         for batch in progress:
             outputs = self.train_step(self.model_inputs(batch))
@@ -447,7 +447,8 @@ class Trainer:
                 progress.set_postfix(loss=f"{float(outputs.loss.detach()):.3f}")
                 if config.checkpoint_every and self.state.global_step % config.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.interrupted or (config.max_steps and self.state.global_step >= config.max_steps):
+                if (self.interrupted or (config.max_steps and self.state.global_step >= config.max_steps)
+                        or self.reached_train_steps()):
                     break
         progress.close()
         return {f"train_{k}": v / max(seen, 1) for k, v in sums.items() if v or k == "loss"}
@@ -475,30 +476,24 @@ class Trainer:
 
         previous = signal.signal(signal.SIGINT, self._on_interrupt) if accelerator.is_main_process else None
         try:
-            while state.epoch < config.epochs and not self.interrupted:
+            while state.epoch < self.num_epochs and not self.interrupted:
                 epoch = state.epoch
                 train_stats = self.train_epoch(epoch)
                 if self.interrupted:
                     break
-                epoch_finished = state.step_in_epoch >= len(self.train_loader)
+                # --train-steps cuts the last epoch: that epoch is finished.
+                epoch_finished = state.step_in_epoch >= len(self.train_loader) or self.reached_train_steps()
                 if not epoch_finished:  # --max-steps reached inside the epoch
                     self.save_checkpoint()
                     break
-                val = self.evaluate("validation")
-                row = {"epoch": epoch + 1, **train_stats, "lr": self.scheduler.get_last_lr()[0],
-                       **{f"val_{k}": val[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")}}
-                state.history.append(row)
-                accelerator.log({k.replace("val_", "val/"): v for k, v in row.items() if k.startswith("val_")},
-                                step=state.global_step)
-                improved = val[config.select_metric] > state.best_metric
-                if improved:
-                    state.best_metric, state.best_epoch = val[config.select_metric], epoch + 1
-                    state.epochs_without_improvement = 0
-                    self.save_model(BEST)
+                row = {"epoch": epoch + 1, **train_stats, "lr": self.scheduler.get_last_lr()[0]}
+                if self.validates:
+                    self.end_epoch_with_validation(epoch, row)
                 else:
-                    state.epochs_without_improvement += 1
-                self.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}  "
-                           f"val mean-class acc {val['mean_class_accuracy']:.4f}" + ("  (best)" if improved else ""))
+                    # No validation split: nothing is selected; the weights of the last epoch are the run's.
+                    state.history.append(row)
+                    state.best_epoch = epoch + 1
+                    self.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}")
                 state.epoch, state.step_in_epoch = epoch + 1, 0
                 self.save_checkpoint()
                 if config.early_stopping_patience and state.epochs_without_improvement >= config.early_stopping_patience:
@@ -520,9 +515,32 @@ class Trainer:
             accelerator.end_training()
             return {"finished": False, "global_step": state.global_step}
         self.save_model(LAST)
+        if not self.validates:
+            # The final weights are the reported ones; best/ holds them too, so that every consumer of a run's
+            # best/ (evaluation, publishing: fer_mek.runs.load_run) finds them. results.json says so.
+            self.save_model(BEST)
         results = self.finish(time.time() - started)
         accelerator.end_training()
         return results
+
+    def end_epoch_with_validation(self, epoch: int, row: dict[str, Any]) -> bool:
+        """Evaluate on validation, record the epoch, keep best/ on improvement; whether it improved."""
+        config, state = self.config, self.state
+        val = self.evaluate("validation")
+        row.update({f"val_{k}": val[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")})
+        state.history.append(row)
+        self.accelerator.log({k.replace("val_", "val/"): v for k, v in row.items() if k.startswith("val_")},
+                             step=state.global_step)
+        improved = val[config.select_metric] > state.best_metric
+        if improved:
+            state.best_metric, state.best_epoch = val[config.select_metric], epoch + 1
+            state.epochs_without_improvement = 0
+            self.save_model(BEST)
+        else:
+            state.epochs_without_improvement += 1
+        self.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}  "
+                   f"val mean-class acc {val['mean_class_accuracy']:.4f}" + ("  (best)" if improved else ""))
+        return improved
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         if self.interrupted:  # a second Ctrl-C stops at once
@@ -545,10 +563,13 @@ class Trainer:
     def describe(self) -> str:
         c = self.config
         counts = ", ".join(f"{n} {k}" for k, n in zip(self.label_names, self.class_counts["train"], strict=True))
+        validation = f"{len(self.dataset['validation'])} val" if self.validates else "no validation split"
+        length = (f"{c.train_steps} steps ({self.num_epochs} epochs of up to {self.steps_per_epoch})" if c.train_steps
+                  else f"{self.num_epochs} epochs x {self.steps_per_epoch} steps")
         return (f"fer-mek training: {c.method} on {c.source} ({len(self.dataset['train'])} train / "
-                f"{len(self.dataset['validation'])} val / {len(self.dataset['test'])} test), {c.backbone} "
-                f"(init {self.init_report['source']}), {c.image_size}px, {c.epochs} epochs x {self.steps_per_epoch} "
-                f"steps, lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
+                f"{validation} / {len(self.dataset['test'])} test), {c.backbone} "
+                f"(init {self.init_report['source']}), {c.image_size}px, {length}, "
+                f"lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
                 f"({torch.get_num_threads()} CPU threads each), "
                 f"mixed precision {c.mixed_precision}\ntrain classes: {counts}")
 
@@ -558,23 +579,37 @@ class Trainer:
         from ..figures import plot_confusion_matrix, plot_training_curves
         from ..metrics import format_metrics_table
 
-        accelerator, state = self.accelerator, self.state
+        accelerator, state, config = self.accelerator, self.state, self.config
+        # The reported checkpoint: best/ (chosen on validation), or without a validation split the final weights
+        # (last/; best/ holds the same weights).
+        reported = BEST if self.validates else LAST
         # Contiguous, as fer_mek.evaluation and users load it: the reported numbers are theirs to the last bit.
-        best = MEKForImageClassification.from_pretrained(self.run_dir / BEST).to(accelerator.device)
-        val = self.evaluate("validation", best)
+        best = MEKForImageClassification.from_pretrained(self.run_dir / reported).to(accelerator.device)
+        val = self.evaluate("validation", best) if self.validates else None
         test = self.evaluate("test", best)
+        if self.validates:
+            selection = {"metric": config.select_metric, "best_epoch": state.best_epoch, "checkpoint": BEST,
+                         "ema": self.ema is not None}
+        else:
+            selection = {"metric": None, "best_epoch": None, "final_epoch": state.best_epoch, "checkpoint": LAST,
+                         "ema": self.ema is not None, "reason": NO_VALIDATION_REASON}
+        dataset = {"source": config.source, "root": config.data_root, **self.data_metadata,
+                   "val_split": config.val_split, "val_fraction": config.val_fraction if self.validates else None,
+                   "split_seed": config.split_seed}
+        if config.source == "fer2013":
+            dataset["fer2013_test"] = config.fer2013_test
+        if config.epoch_size:
+            dataset["epoch_size"] = config.epoch_size
         results = {
             "run": self.run_dir.name,
             "recipe": self.config.recipe,
             "method": self.config.method,
-            "dataset": {"source": self.config.source, "root": self.config.data_root, **self.data_metadata,
-                        "val_fraction": self.config.val_fraction, "split_seed": self.config.split_seed},
+            "dataset": dataset,
             "label_names": self.label_names,
             "class_counts": self.class_counts,
             "balance_weights": best.config.get_balance_weights(),
             "init": self.init_report,
-            "selection": {"metric": self.config.select_metric, "best_epoch": state.best_epoch,
-                          "checkpoint": BEST, "ema": self.ema is not None},
+            "selection": selection,
             "validation": val,
             "test": test,
             "history": state.history,
@@ -588,13 +623,19 @@ class Trainer:
             write_results(self.run_dir, results)
             plot_confusion_matrix(test["confusion_matrix"], self.label_names, self.run_dir / CONFUSION_MATRIX,
                                   title=f"{self.config.source} test, epoch {state.best_epoch}")
-            plot_training_curves(state.history, self.run_dir / TRAINING_CURVES, best_epoch=state.best_epoch)
+            plot_training_curves(state.history, self.run_dir / TRAINING_CURVES,
+                                 best_epoch=state.best_epoch if self.validates else None)
             self.print("\n" + "=" * 72)
-            self.print(f"run {self.run_dir} — best epoch {state.best_epoch} of {len(state.history)} "
-                       f"(on validation {self.config.select_metric}); {train_seconds / 60:.1f} min")
-            self.print(f"validation: accuracy {val['accuracy']:.4f}, mean-class accuracy "
-                       f"{val['mean_class_accuracy']:.4f}")
-            self.print("test (evaluated once, on the chosen checkpoint):")
+            if val is not None:
+                self.print(f"run {self.run_dir} — best epoch {state.best_epoch} of {len(state.history)} "
+                           f"(on validation {self.config.select_metric}); {train_seconds / 60:.1f} min")
+                self.print(f"validation: accuracy {val['accuracy']:.4f}, mean-class accuracy "
+                           f"{val['mean_class_accuracy']:.4f}")
+                self.print("test (evaluated once, on the chosen checkpoint):")
+            else:
+                self.print(f"run {self.run_dir} — {len(state.history)} epochs, {state.global_step} steps, no "
+                           f"validation split: the final checkpoint is reported; {train_seconds / 60:.1f} min")
+                self.print("test (evaluated once, on the final checkpoint):")
             self.print(format_metrics_table(test, self.label_names))
             if self.config.source == "synthetic":
                 self.print("(synthetic expression set: these numbers say nothing about real FER accuracy)")
@@ -620,12 +661,17 @@ def main(argv: list[str] | None = None, recipe_dir: str | os.PathLike | None = N
     Returns:
         The results of ``results.json``; ``{"interrupted": True}`` after Ctrl-C (a checkpoint was saved), or
         ``{"finished": False, "global_step": N}`` when ``--max-steps`` stopped the run inside its first epoch.
+        With ``--print-config`` (as with ``--help``) it prints and raises ``SystemExit(0)``: nothing is trained or
+        written.
 
     Raises:
         ValueError: A bad option, a run folder in the way, or data that cannot be read (the
             message says what to change).
     """
-    config = parse_config(argv, recipe_dir)
+    config, print_config = parse_command_line(argv, recipe_dir)
+    if print_config:  # like --help: print, then exit 0 (argparse raises SystemExit(0) for --help too)
+        print_resolved_config(config)
+        raise SystemExit(0)
     check_run_folder(config)
     return Trainer(config).run()
 

@@ -1,0 +1,143 @@
+"""Learning-rate schedules of a training run: :func:`build_scheduler` and :class:`StepSchedule`.
+
+Two kinds of scheduler, chosen by :func:`uses_step_schedule`:
+
+- the default ones (``cosine`` with its default shape, ``exponential``, ``constant``) are torch ``LambdaLR``
+  schedules that accelerate prepares and steps (``num_processes`` scheduler steps per optimizer step, over the steps
+  of the whole, unsharded train loader);
+- :class:`StepSchedule` (``timm-cosine``, and ``cosine`` with a floor, a warm-up start, per-epoch changes): the
+  learning rate of every optimizer step is a pure function of the number of optimizer steps done, whatever the number
+  of processes, and it counts the steps that fp16's GradScaler skips (as the official MEK loop does). The trainer
+  steps it once per optimizer step and checkpoints it with the run (it is not handed to ``accelerator.prepare``).
+
+``timm-cosine`` is the official MEK schedule: timm's ``CosineLRScheduler(t_initial=total, lr_min=min_lr,
+warmup_t=warmup, warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False, warmup_prefix=False)``, on which the
+official loop calls ``step_update(global_step)`` after every optimizer step (``train_exp.py:257-258``): optimizer
+step 0 runs at the scheduler's initial value (``warmup_lr``, or the base lr without warm-up) and step ``k >= 1`` at
+``lr(k - 1)``. With ``schedule_unit: epoch`` it is timm's per-epoch use instead: epoch ``e`` runs at ``lr(e)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["StepSchedule", "build_scheduler", "cosine_lr", "timm_cosine_lr", "uses_step_schedule"]
+
+
+def timm_cosine_lr(base_lr: float, t: int, total: int, warmup: int = 0, warmup_lr: float = 0.0,
+                   min_lr: float = 0.0) -> float:
+    """timm ``CosineLRScheduler._get_lr(t)`` (one cycle, ``cycle_mul = cycle_decay = k_decay = 1``, no noise,
+    ``warmup_prefix=False``): the same operations in the same order, so the same float.
+
+    Linear warm-up ``warmup_lr + t * (base_lr - warmup_lr) / warmup`` for ``t < warmup``; then
+    ``min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * t / total))`` with ``t`` counted from 0 (not from the end
+    of the warm-up); ``min_lr`` from ``t >= total`` on.
+    """
+    if t < warmup:
+        return warmup_lr + t * ((base_lr - warmup_lr) / warmup)
+    cycle = t // total
+    t_curr = t - total * cycle
+    if cycle < 1:
+        return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t_curr ** 1.0 / total ** 1.0))
+    return min_lr
+
+
+def cosine_lr(base_lr: float, t: float, total: float, warmup: float = 0.0, warmup_lr: float = 0.0,
+              min_lr: float = 0.0) -> float:
+    """The ``cosine`` schedule (transformers' ``get_cosine_schedule_with_warmup`` shape) with a warm-up start and a
+    floor: linear from ``warmup_lr`` to ``base_lr`` over ``warmup``, then a half cosine from ``base_lr`` to ``min_lr``
+    over the rest (``total`` counts the warm-up)."""
+    if t < warmup:
+        return warmup_lr + (base_lr - warmup_lr) * float(t) / float(max(1.0, warmup))
+    progress = float(t - warmup) / float(max(1.0, total - warmup))
+    return min_lr + (base_lr - min_lr) * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def uses_step_schedule(config: Any) -> bool:
+    """Whether ``config``'s schedule is a :class:`StepSchedule` (else a ``LambdaLR`` that accelerate steps).
+    The default ``cosine`` (per step, from 0 to 0) stays transformers' schedule, exactly as before these options."""
+    if config.scheduler == "timm-cosine":
+        return True
+    return config.scheduler == "cosine" and (config.schedule_unit == "epoch" or config.warmup_lr > 0 or config.min_lr > 0)
+
+
+class StepSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """Learning rate of optimizer step ``k`` (``last_epoch`` = optimizer steps done) as a pure function of ``k``.
+
+    Args:
+        optimizer: The (unwrapped) optimizer; each parameter group's initial lr is its base lr.
+        kind: ``"timm-cosine"`` or ``"cosine"``.
+        total: Length of the schedule, in optimizer steps (``per_epoch=False``) or epochs.
+        warmup: Warm-up length in the same unit.
+        warmup_lr: Learning rate the warm-up starts from.
+        min_lr: Floor of the cosine.
+        steps_per_epoch: Optimizer steps per epoch (of one process): the epoch of step ``k`` is
+            ``k // steps_per_epoch``.
+        per_epoch: Change the rate at epoch starts only.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: float = 0, warmup_lr: float = 0.0,
+                 min_lr: float = 0.0, steps_per_epoch: int = 1, per_epoch: bool = False):
+        if kind not in ("timm-cosine", "cosine"):
+            raise ValueError(f"StepSchedule kind must be timm-cosine or cosine, got {kind!r}")
+        if total < 1 or steps_per_epoch < 1:
+            raise ValueError(f"the schedule needs total >= 1 and steps_per_epoch >= 1, got {total}, {steps_per_epoch}")
+        self.kind, self.total, self.warmup = kind, int(total), warmup
+        self.warmup_lr, self.min_lr = float(warmup_lr), float(min_lr)
+        self.steps_per_epoch, self.per_epoch = int(steps_per_epoch), bool(per_epoch)
+        super().__init__(optimizer)
+
+    def lr_at(self, base_lr: float, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based) for a group whose base lr is ``base_lr``."""
+        if self.kind == "timm-cosine":
+            if self.per_epoch:  # timm's per-epoch use: epoch e at lr(e)
+                return timm_cosine_lr(base_lr, step // self.steps_per_epoch, self.total, int(self.warmup),
+                                      self.warmup_lr, self.min_lr)
+            if step == 0:  # before the first step_update: CosineLRScheduler's __init__ value
+                return self.warmup_lr if self.warmup else base_lr
+            return timm_cosine_lr(base_lr, step - 1, self.total, int(self.warmup), self.warmup_lr, self.min_lr)
+        t = step // self.steps_per_epoch if self.per_epoch else step
+        return cosine_lr(base_lr, t, self.total, self.warmup, self.warmup_lr, self.min_lr)
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(base_lr, self.last_epoch) for base_lr in self.base_lrs]
+
+
+def build_scheduler(config: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                    num_epochs: int | None = None, num_processes: int = 1):
+    """The learning-rate scheduler of a run.
+
+    Args:
+        config: The :class:`~fer_mek.train.TrainConfig`.
+        optimizer: The optimizer (unwrapped, for a :class:`StepSchedule`).
+        steps_per_epoch: Optimizer steps per epoch: of the whole (unsharded) train loader for the ``LambdaLR``
+            schedules, which accelerate steps ``num_processes`` times per optimizer step; of one process for a
+            :class:`StepSchedule`.
+        num_epochs: Epochs of the run (default ``config.epochs``; with ``train_steps`` the cut run's count).
+        num_processes: Processes of the run: ``train_steps`` and ``warmup_steps`` count optimizer steps, i.e.
+            ``num_processes`` steps of an accelerate-stepped schedule.
+    """
+    from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
+
+    num_epochs = config.epochs if num_epochs is None else num_epochs
+    if uses_step_schedule(config):
+        per_epoch = config.schedule_unit == "epoch"
+        if per_epoch:
+            total, warmup = num_epochs, config.warmup_epochs
+        else:
+            total = config.train_steps or num_epochs * steps_per_epoch
+            warmup = config.warmup_steps or round(config.warmup_epochs * steps_per_epoch)
+        return StepSchedule(optimizer, config.scheduler, total, warmup, config.warmup_lr, config.min_lr,
+                            steps_per_epoch, per_epoch)
+    if config.scheduler == "cosine":
+        total = config.train_steps * num_processes if config.train_steps else num_epochs * steps_per_epoch
+        warmup = (config.warmup_steps * num_processes if config.warmup_steps
+                  else round(config.warmup_epochs * steps_per_epoch))
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total)
+    if config.scheduler == "exponential":
+        # The published MEK ResNet checkpoints: lr x gamma after every epoch.
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.gamma ** (step // steps_per_epoch))
+    return get_constant_schedule(optimizer)
