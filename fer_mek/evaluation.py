@@ -3,26 +3,47 @@
 Moved from ``scripts/evaluate.py`` (renamed: a script named ``evaluate`` shadowed the ``evaluate`` package). A run's
 ``best/`` or ``last/`` folder is evaluated on the run's own split: its data options come from the run
 (:func:`fer_mek.runs.run_config_of_model`, :class:`fer_mek.runs.DataOptions`), the command line overrides them.
+
+The model is evaluated as it is served (its processor's serving settings, :class:`fer_mek.MEKImageProcessor`):
+grey-scale and CLAHE when the settings say so, its ``default_tta``; ``--detect-faces`` also crops each image to its
+largest face with the model's face geometry. Each can be overridden (``--tta``, ``--clahe/--no-clahe``, ...).
+:func:`predict_split` is the library function behind it (per-image probabilities).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
+from .cli import add_serving_arguments
 from .data.common import VAL_SPLITS
 from .data.fer2013 import FER2013_TEST_SPLITS as FER2013_TESTS
 from .data.sources import SOURCES
 from .data.synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
+from .faces import CropGeometry
+from .image_processing_mek import apply_serving_steps, serving_settings_of
 from .runs import DataOptions, run_config_of_model
-from .tta import TTA_MODES, tta_probabilities
+from .tta import tta_probabilities
 
-__all__ = ["DESCRIPTION", "build_parser", "cli_main", "data_options", "main"]
+__all__ = [
+    "DESCRIPTION",
+    "ServedImageTransform",
+    "build_parser",
+    "cli_main",
+    "data_options",
+    "evaluation_settings",
+    "main",
+    "predict_split",
+    "write_predictions",
+]
 
 #: The command line's description (``--help``).
 DESCRIPTION = """Evaluate a fer-mek model on a dataset split: accuracy, mean-class accuracy, per-class recall, macro-F1,
@@ -32,12 +53,21 @@ Examples:
     python scripts/eval.py --model runs/synthetic-mek/best                       # synthetic test split
     python scripts/eval.py --model runs/rafdb/best --source rafdb --data-root RAF-DB/basic --tta flip
     python scripts/eval.py --model user/fer-mek --source fer2013 --data-root fer2013.csv --tta tencrop \\
-        --output metrics.json
+        --output metrics.json --predictions predictions.csv
 
 The dataset options (source, root, split fraction and seed, synthetic set size) default to those of the training run
 when ``--model`` is a run's ``best/`` or ``last/`` folder (read from the run's ``train_config.yaml``), so that the
 split evaluated is the run's; options given on the command line win.
+
+The model is served as its serving settings say (its preprocessor_config.json): grey-scale and CLAHE of every image
+when they are on, and its default test-time augmentation; the options under "serving settings" override them.
+--detect-faces crops every image to its largest face (MTCNN) with the model's face geometry, as a test pipeline
+that runs a face detector does (e.g. MEK-CV's webcam checkpoint, tested on face crops with CLAHE); an image without a
+detected face is used whole, as MEK-CV's FaceCrop does. The standard RAF-DB and FER-2013 test sets are face crops
+already: evaluate them without --detect-faces.
 """
+
+_PREDICTION_SUFFIXES = (".csv", ".jsonl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fer2013-test", choices=FER2013_TESTS, default=None, help="fer2013 CSV: PrivateTest, PublicTest or PublicTest+PrivateTest (the 7,178 test images MEK-CV reports on) (default: the run's, else PrivateTest)")
     parser.add_argument("--synthetic-images", type=int, default=None, help=f"synthetic source: number of images (default: the run's, else the synthetic set's {SYNTHETIC_NUM_IMAGES})")
     parser.add_argument("--synthetic-image-size", type=int, default=None, help=f"synthetic source: image side (default: the run's, else the synthetic set's {SYNTHETIC_IMAGE_SIZE})")
-    parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation (default: none)")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--output", default=None, help="write the metrics to this JSON file")
+    parser.add_argument("--predictions", default=None,
+                        help="write every image's class probabilities to this .csv or .jsonl file")
+    parser.add_argument("--detect-faces", action="store_true",
+                        help="crop every image to its largest face (MTCNN) with the model's face geometry (--margin, "
+                        "--square, --clip, --align override it); an image without a face is used whole")
+    add_serving_arguments(parser)
     return parser
 
 
@@ -71,21 +106,157 @@ def data_options(args: argparse.Namespace) -> DataOptions:
                            fer2013_test=args.fer2013_test)
 
 
+def evaluation_settings(processor: Any, *, tta: str | None = None, grayscale: bool | None = None,
+                        clahe: bool | None = None, detect_faces: bool = False, margin: float | None = None,
+                        square: bool | None = None, clip: bool | None = None,
+                        align: bool | None = None) -> dict[str, Any]:
+    """The serving settings an evaluation uses: the processor's, with the overrides that are not ``None``.
+
+    Returns the processor's serving settings (``do_grayscale``, ``do_clahe``, ``clahe_clip_limit``, ...,
+    ``default_tta``) plus ``tta`` (the mode used) and ``detect_faces``; the face geometry keys are the ones used when
+    ``detect_faces`` is on.
+    """
+    settings = serving_settings_of(processor)
+    if grayscale is not None:
+        settings["do_grayscale"] = bool(grayscale)
+    if clahe is not None:
+        settings["do_clahe"] = bool(clahe)
+    geometry = CropGeometry.from_settings(settings, margin=margin, square=square, clip=clip, align=align)
+    settings.update({"face_margin": geometry.margin, "face_square": geometry.square, "face_clip": geometry.clip,
+                     "face_align": geometry.align})
+    settings["tta"] = tta if tta is not None else settings["default_tta"]
+    settings["detect_faces"] = bool(detect_faces)
+    return settings
+
+
+class ServedImageTransform:
+    """One evaluation image as the model is served: [its largest face, cropped] -> grey-scale / CLAHE (the
+    processor's :func:`~fer_mek.image_processing_mek.apply_serving_steps`) -> the evaluation transform.
+
+    Picklable for DataLoader workers: the face detector is built in each process on first use.
+
+    Args:
+        transform: The evaluation transform (:func:`fer_mek.data.build_eval_transform`).
+        settings: :func:`evaluation_settings`.
+    """
+
+    def __init__(self, transform: Any, settings: dict[str, Any]) -> None:
+        self.transform = transform
+        self.settings = dict(settings)
+        self.geometry = CropGeometry.from_settings(settings) if settings.get("detect_faces") else None
+        self._detector: Any = None
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        if self.geometry is not None:
+            image = self.face(image)
+        settings = self.settings
+        if settings["do_grayscale"] or settings["do_clahe"]:
+            image = apply_serving_steps(image, settings["do_grayscale"], settings["do_clahe"],
+                                        settings["clahe_clip_limit"], settings["clahe_tile_grid_size"])
+        return self.transform(image)
+
+    def face(self, image: Image.Image) -> Image.Image:
+        """The crop of the largest face, or the whole image when none is found."""
+        from .faces import get_face_detector, select_faces
+
+        if self._detector is None:
+            self._detector = get_face_detector("mtcnn")
+        array = np.asarray(image)
+        faces = select_faces(self._detector.detect(array), "largest")
+        if not faces:
+            return image
+        return self.geometry.crop(array, faces[0])[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_detector": None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(settings={self.settings}, transform={self.transform!r})"
+
+
 @torch.no_grad()
+def predict_split(model: Any, processor: Any, dataset: Any, settings: dict[str, Any] | None = None, *,
+                  device: str | torch.device = "cpu", batch_size: int = 128,
+                  num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities of every image of a ``datasets`` split, as the model is served.
+
+    Args:
+        model: The classification model (eval mode, on ``device``).
+        processor: Its image processor (the size, mean and std of the evaluation transform).
+        dataset: A split with ``image`` and ``label`` columns.
+        settings: :func:`evaluation_settings` (default: the processor's own).
+        device: Where the model is.
+        batch_size: Images per forward pass.
+        num_workers: DataLoader workers.
+
+    Returns:
+        ``(probabilities [N, K], labels [N])`` on the CPU, in the split's order.
+    """
+    from torch.utils.data import DataLoader
+
+    from .data import collate_fn, make_transform
+
+    settings = evaluation_settings(processor) if settings is None else settings
+    transform = make_transform(processor, train=False, with_flip=False)
+    transform.transform = ServedImageTransform(transform.transform, settings)
+    loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_fn)
+    probabilities, references = [], []
+    for batch in loader:
+        probabilities.append(tta_probabilities(model, batch["pixel_values"].to(device), settings["tta"]).float().cpu())
+        references.append(batch["labels"])
+    return torch.cat(probabilities), torch.cat(references)
+
+
+def write_predictions(path: str | Path, probabilities: torch.Tensor, references: torch.Tensor,
+                      labels: list[str]) -> None:
+    """Per-image results: ``index``, ``label``, ``prediction`` and one probability per class (CSV columns
+    ``p_<class>``, or a ``probabilities`` object per JSON line)."""
+    from .io import atomic_write_text
+
+    path = Path(path)
+    if path.suffix.lower() not in _PREDICTION_SUFFIXES:
+        raise ValueError(f"--predictions {path}: write predictions to a *.csv or *.jsonl file")
+    rows = []
+    for index, (probs, reference) in enumerate(zip(probabilities.tolist(), references.tolist(), strict=True)):
+        predicted = max(range(len(probs)), key=probs.__getitem__)
+        rows.append({"index": index, "label": labels[reference], "prediction": labels[predicted],
+                     "probabilities": dict(zip(labels, probs, strict=True))})
+    if path.suffix.lower() == ".jsonl":
+        atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+        return
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "label", "prediction", *(f"p_{name}" for name in labels)])
+    for row in rows:
+        probabilities_text = (repr(p) for p in row["probabilities"].values())
+        writer.writerow([row["index"], row["label"], row["prediction"], *probabilities_text])
+    atomic_write_text(path, buffer.getvalue())
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Evaluate ``--model`` on a split; print the metrics table and return the metrics (also ``--output``).
 
     Raises:
         ValueError: A source without its data root, or a model whose classes differ from the dataset's.
     """
-    from torch.utils.data import DataLoader
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from .data import collate_fn, make_transform
     from .io import atomic_write_text
     from .metrics import compute_metrics, format_metrics_table
 
     args = build_parser().parse_args(argv)
+    face_options = {name: getattr(args, name) for name in ("margin", "square", "clip", "align")}
+    if not args.detect_faces and any(value is not None for value in face_options.values()):
+        given = ", ".join(f"--{name}" for name, value in face_options.items() if value is not None)
+        raise ValueError(f"{given}: the face-crop options apply with --detect-faces only")
+    if args.margin is not None and args.margin < 0:
+        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    if args.predictions and Path(args.predictions).suffix.lower() not in _PREDICTION_SUFFIXES:
+        raise ValueError(f"--predictions {args.predictions}: write predictions to a *.csv or *.jsonl file")
     options = data_options(args)
     dataset = options.load()[args.split]
     if len(dataset) == 0 and args.split == "validation" and options.val_split == "none":
@@ -93,7 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "--split test (or train)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = AutoModelForImageClassification.from_pretrained(args.model).to(device).eval()
-    processor = AutoImageProcessor.from_pretrained(args.model)
+    # MEK processors exist for the PIL backend only: ask for it rather than fall back with a warning.
+    backend = {"backend": "pil"} if getattr(model.config, "model_type", None) == "fer-mek" else {}
+    processor = AutoImageProcessor.from_pretrained(args.model, **backend)
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     data_labels = list(dataset.features["label"].names)
@@ -101,22 +274,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"the model's classes {model_labels} differ from the dataset's {data_labels} (names or "
                          "order); evaluate on the label set the model was trained with")
 
-    loader = DataLoader(dataset.with_transform(make_transform(processor, train=False, with_flip=False)),
-                        batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_fn)
-    predictions, references = [], []
-    for batch in loader:
-        probabilities = tta_probabilities(model, batch["pixel_values"].to(device), args.tta)
-        predictions.append(probabilities.argmax(-1).cpu())
-        references.append(batch["labels"])
-    metrics = compute_metrics(torch.cat(predictions), torch.cat(references), model_labels)
-    metrics.update({"model": str(args.model), "source": options.source, "split": args.split, "tta": args.tta})
+    settings = evaluation_settings(processor, tta=args.tta, grayscale=args.grayscale, clahe=args.clahe,
+                                   detect_faces=args.detect_faces, **face_options)
+    probabilities, references = predict_split(model, processor, dataset, settings, device=device,
+                                              batch_size=args.batch_size, num_workers=args.num_workers)
+    metrics = compute_metrics(probabilities.argmax(-1), references, model_labels)
+    metrics.update({"model": str(args.model), "source": options.source, "split": args.split, "tta": settings["tta"],
+                    "serving": {key: value for key, value in settings.items() if key != "default_tta"}})
 
-    print(f"{args.model} on {options.source} {args.split} ({metrics['num_samples']} images, TTA {args.tta}):")
+    print(f"{args.model} on {options.source} {args.split} ({metrics['num_samples']} images, {_describe(settings)}):")
     print(format_metrics_table(metrics, model_labels))
     if args.output:
         atomic_write_text(Path(args.output), json.dumps(metrics, indent=2))
         print(f"metrics written to {args.output}")
+    if args.predictions:
+        write_predictions(args.predictions, probabilities, references, model_labels)
+        print(f"predictions written to {args.predictions}")
     return metrics
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    parts = [f"TTA {settings['tta']}"]
+    if settings["do_clahe"]:
+        parts.append(f"CLAHE {settings['clahe_clip_limit']:g}/{settings['clahe_tile_grid_size']}")
+    if settings["do_grayscale"]:
+        parts.append("grey-scale")
+    if settings["detect_faces"]:
+        parts.append("largest face: " + CropGeometry.from_settings(settings).describe())
+    return ", ".join(parts)
 
 
 def cli_main(argv: list[str] | None = None) -> int:

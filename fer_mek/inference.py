@@ -1,11 +1,16 @@
 """Facial-expression prediction on people's pictures: model loading, the batched predictor, ensembles.
 
-:class:`FERPredictor` runs the whole pipeline: load (robustly, :mod:`fer_mek.media`) -> detect faces -> square crop
-with a margin (eyes levelled) -> optional CLAHE (:mod:`fer_mek.faces`) -> the model's own image processor (the same
-code path as evaluation) -> one model or an ensemble, optionally with test-time augmentation (:mod:`fer_mek.tta`,
-the one implementation evaluation uses too) -> probabilities in the model's class names (``config.id2label``) and
-the class attention map of the predicted class, as the records of :mod:`fer_mek.results`; :meth:`FERPredictor.analyze`
-adds the pictures of :mod:`fer_mek.annotate`.
+:class:`FERPredictor` runs the whole pipeline: load (robustly, :mod:`fer_mek.media`) -> detect faces -> crop them
+(:mod:`fer_mek.faces`: margin, square or not, cut at the image edge or padded, eyes levelled or not) -> the model's own
+image processor, which applies the grey-scale and CLAHE its serving settings ask for (the same code path as
+evaluation and ``pipeline()``) -> one model or an ensemble, with the test-time augmentation the model asks for
+(:mod:`fer_mek.tta`, the one implementation evaluation uses too) -> probabilities in the model's class names
+(``config.id2label``) and the class attention map of the predicted class, as the records of :mod:`fer_mek.results`;
+:meth:`FERPredictor.analyze` adds the pictures of :mod:`fer_mek.annotate`.
+
+Every serving setting comes from the model's processor (``preprocessor_config.json``, see
+:class:`fer_mek.MEKImageProcessor`) unless the predictor is told otherwise (``margin=``, ``square=``, ``clip=``,
+``align=``, ``clahe=``, ``grayscale=``, ``tta=``; ``None`` means "the model's").
 
 Example:
     >>> from fer_mek.inference import FERPredictor
@@ -23,6 +28,7 @@ This module imports torch and transformers; OpenCV is imported when a detector, 
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,16 +40,8 @@ import torch
 from PIL import Image
 
 from .annotate import analyze_result
-from .faces import (
-    DEFAULT_MARGIN,
-    FaceBox,
-    FaceDetector,
-    FaceMode,
-    apply_clahe,
-    crop_face,
-    get_face_detector,
-    select_faces,
-)
+from .faces import CropGeometry, FaceBox, FaceDetector, FaceMode, get_face_detector, select_faces
+from .image_processing_mek import serving_settings_of, with_pixel_settings
 from .media import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -162,8 +160,23 @@ def model_labels(model: Any) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------------------- predictor
 
 
+#: The serving options of :class:`FERPredictor` (and :meth:`FERPredictor.with_settings`); ``None`` = the model's.
+SERVING_OPTIONS = ("margin", "square", "clip", "align", "clahe", "grayscale", "tta")
+_FACE_SETTINGS = ("face_margin", "face_square", "face_clip", "face_align")
+
+
 class FERPredictor:
     """Face detection + facial-expression classification with one MEK model or an ensemble.
+
+    Each model is served as its processor's serving settings say (:class:`fer_mek.MEKImageProcessor`: face crop,
+    grey-scale, CLAHE, default test-time augmentation); the serving options below override them. ``None`` (the
+    default of each) means "the model's setting"; models saved before the settings existed get fer-mek's defaults
+    (square crop, margin 0.2, eyes levelled, colour, no CLAHE, no TTA).
+
+    Ensembles of models with different settings: each member gets its own grey-scale, CLAHE and test-time
+    augmentation (its probabilities are averaged over its own views, then over the members); the faces are cropped
+    once, with the first model's geometry (a warning names the settings the other members differ in). An override
+    applies to every member.
 
     Args:
         model: A ``save_pretrained`` folder, a Hub id or a loaded model; a list of them for an ensemble (their
@@ -172,11 +185,15 @@ class FERPredictor:
         detector: ``"mtcnn"``, ``None`` to classify whole images (already-cropped faces), or a
             :class:`~fer_mek.faces.FaceDetector`.
         face_mode: ``"all"`` faces (left to right) or only the ``"largest"``.
-        margin: Crop margin, a fraction of the face box's longer side on every side.
-        align: Level the eyes using the detector's landmarks.
-        clahe: Apply CLAHE to face crops (for models trained on CLAHE crops, or dim webcams).
+        margin: Crop margin, a fraction of the face box's longer side on every side (``face_margin``).
+        square: Square crops; ``False``: the box's aspect (``face_square``).
+        clip: Cut crops at the image edge; ``False``: pad with black (``face_clip``).
+        align: Level the eyes using the detector's landmarks (``face_align``).
+        clahe: CLAHE on the (face) image before the model (``do_clahe``).
+        grayscale: Grey-scale input (``do_grayscale``).
         tta: Test-time augmentation (:mod:`fer_mek.tta`): ``"flip"`` averages the prediction of the crop and its
-            mirror image, ``"tencrop"`` that of ten crops of it (evaluation's ten-crop); ``None`` or ``"none"``: off.
+            mirror image, ``"tencrop"`` that of ten crops of it (evaluation's ten-crop), ``"none"``: off; ``None``:
+            each model's ``default_tta``.
         batch_size: Faces per forward pass.
         max_pixels: Refuse larger images (decompression-bomb guard).
         detection_size: Detect faces on a copy whose longer side is at most this many pixels (``None``: full size).
@@ -193,9 +210,12 @@ class FERPredictor:
         device: str | torch.device | None = None,
         detector: str | FaceDetector | None = "mtcnn",
         face_mode: FaceMode = "all",
-        margin: float = DEFAULT_MARGIN,
-        align: bool = True,
-        clahe: bool = False,
+        margin: float | None = None,
+        square: bool | None = None,
+        clip: bool | None = None,
+        align: bool | None = None,
+        clahe: bool | None = None,
+        grayscale: bool | None = None,
         tta: TTAMode | None = None,
         batch_size: int = 16,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -210,21 +230,30 @@ class FERPredictor:
             raise ModelLoadError("no model given")
         if processors is not None and len(processors) != len(specs):
             raise ValueError(f"got {len(processors)} processors for {len(specs)} models")
-        if tta is not None and tta not in TTA_MODES:
-            raise ValueError(f"unknown test-time augmentation {tta!r}; use one of {TTA_MODES} or None")
+        overrides = {
+            "margin": margin,
+            "square": square,
+            "clip": clip,
+            "align": align,
+            "clahe": clahe,
+            "grayscale": grayscale,
+            "tta": tta,
+        }
+        _check_overrides(overrides)
         if face_mode not in ("all", "largest"):
             raise ValueError(f"unknown face mode {face_mode!r}; use 'all' or 'largest'")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
         self.models: list[Any] = []
-        self.processors: list[Any] = []
+        self._model_processors: list[Any] = []  # as loaded; self.processors hold the overrides
+        self._names = [_name(spec) for spec in specs]
         for i, spec in enumerate(specs):
             loaded, processor = load_model(
                 spec, self.device, trust_remote_code, None if processors is None else processors[i]
             )
             self.models.append(loaded)
-            self.processors.append(processor)
+            self._model_processors.append(processor)
         self.labels = model_labels(self.models[0])
         for spec, loaded in zip(specs[1:], self.models[1:], strict=True):
             labels = model_labels(loaded)
@@ -238,28 +267,109 @@ class FERPredictor:
         else:
             self.detector = get_face_detector(detector)
         self.face_mode: FaceMode = face_mode
-        self.margin = float(margin)
-        self.align = bool(align)
-        self.clahe = bool(clahe)
-        self.tta = None if tta in (None, "none") else tta
         self.batch_size = int(batch_size)
         self.max_pixels = max_pixels
         self.detection_size = detection_size
+        self._configure(overrides)
+
+    # ---- serving settings
+
+    def _configure(self, overrides: dict[str, Any]) -> None:
+        """Resolve the serving settings: the models' own, with the overrides that are not ``None``."""
+        self._overrides = dict(overrides)
+        settings = [serving_settings_of(p) for p in self._model_processors]
+        face_overrides = {name: overrides[name] for name in ("margin", "square", "clip", "align")}
+        #: How faces are cropped (the first model's settings, with the overrides).
+        self.geometry = CropGeometry.from_settings(settings[0], **face_overrides)
+        differing = sorted(
+            {
+                key
+                for other in settings[1:]
+                for key in _FACE_SETTINGS
+                if other[key] != settings[0][key] and face_overrides[key.removeprefix("face_")] is None
+            }
+        )
+        if differing:
+            warnings.warn(
+                f"the ensemble's models differ in {', '.join(differing)}: faces are cropped once, as the first "
+                f"model ({self._names[0]}) asks; pass margin=/square=/clip=/align= to choose",
+                stacklevel=3,
+            )
+        #: The processors that prepare each model's input (the models' own, or copies with the overrides applied).
+        self.processors = [
+            with_pixel_settings(p, overrides["grayscale"], overrides["clahe"]) for p in self._model_processors
+        ]
+        #: The test-time augmentation of each model.
+        self.tta_modes: list[str] = [
+            overrides["tta"] if overrides["tta"] is not None else s["default_tta"] for s in settings
+        ]
+
+    @property
+    def margin(self) -> float:
+        """The crop margin in use."""
+        return self.geometry.margin
+
+    @property
+    def align(self) -> bool:
+        """Whether the eyes of crops are levelled."""
+        return self.geometry.align
+
+    @property
+    def serving(self) -> list[dict[str, Any]]:
+        """The settings each model is served with: its processor's serving settings after the overrides, with the
+        face geometry actually used and ``tta`` (the mode in use, which may differ from ``default_tta``)."""
+        face = {
+            "face_margin": self.geometry.margin,
+            "face_square": self.geometry.square,
+            "face_clip": self.geometry.clip,
+            "face_align": self.geometry.align,
+        }
+        return [
+            {**serving_settings_of(processor), **face, "tta": mode}
+            for processor, mode in zip(self.processors, self.tta_modes, strict=True)
+        ]
+
+    def with_settings(self, **overrides: Any) -> FERPredictor:
+        """A predictor sharing these models and detector, with other serving options (:data:`SERVING_OPTIONS`;
+        ``None`` resets an option to the models' settings; options not given stay as they are here)."""
+        unknown = sorted(set(overrides) - set(SERVING_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown serving options {unknown}; use {list(SERVING_OPTIONS)}")
+        merged = {**self._overrides, **overrides}
+        _check_overrides(merged)
+        clone = copy.copy(self)
+        clone._configure(merged)
+        return clone
+
+    def describe_serving(self) -> str:
+        """One line per model on how it is served, e.g. for a command line's log."""
+        lines = []
+        crop = "whole images (no face detection)" if self.detector is None else self.geometry.describe()
+        for number, settings in enumerate(self.serving, start=1):
+            steps = []
+            if settings["do_clahe"]:
+                steps.append(
+                    f"CLAHE (clip limit {settings['clahe_clip_limit']:g}, "
+                    f"{settings['clahe_tile_grid_size']}x{settings['clahe_tile_grid_size']} tiles)"
+                )
+            steps.append("grey-scale" if settings["do_grayscale"] else "colour")
+            steps.append(f"TTA {settings['tta']}")
+            name = f"model {number} ({self._names[number - 1]})" if len(self.models) > 1 else "serving"
+            lines.append(f"{name}: {crop}; " + ", ".join(steps))
+        return "\n".join(lines)
 
     # ---- single steps
 
     def find_faces(self, image: Image.Image) -> list[tuple[FaceBox, Image.Image, np.ndarray]]:
         """Detect and crop the faces of an RGB image: ``(box, crop, image-to-crop matrix)`` per face.
 
-        Without a detector the whole image is the one "face".
+        Without a detector the whole image is the one "face". Crops are the image's own pixels: grey-scale and
+        CLAHE are applied by each model's processor.
         """
         if self.detector is None:
             box = FaceBox(0, 0, image.width, image.height, 1.0, None)
-            crop = image
             matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-            if self.clahe:
-                crop = apply_clahe(crop)
-            return [(box, crop, matrix)]
+            return [(box, image, matrix)]
         array = np.asarray(image)
         scale = 1.0
         if self.detection_size is not None and max(image.size) > self.detection_size:
@@ -272,9 +382,7 @@ class FERPredictor:
             boxes = self.detector.detect(array)
         faces = []
         for box in select_faces(boxes, self.face_mode):
-            crop, matrix = crop_face(array, box, self.margin, self.align)
-            if self.clahe:
-                crop = apply_clahe(crop)
+            crop, matrix = self.geometry.crop(array, box)
             faces.append((box, crop, matrix))
         return faces
 
@@ -282,8 +390,8 @@ class FERPredictor:
     def classify(self, crops: Sequence[Image.Image]) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """Class probabilities and the predicted class's attention map for face crops.
 
-        Each model gets its own image processor; probabilities are averaged over TTA and the ensemble. Maps are
-        scaled to ``[0, 1]`` per model before averaging.
+        Each model gets its own image processor and test-time augmentation; probabilities are averaged over TTA and
+        the ensemble. Maps are scaled to ``[0, 1]`` per model before averaging.
 
         Returns:
             ``(probabilities [N, K], maps)``: ``maps[i]`` is ``[h, w]`` or ``None`` (model without attention maps).
@@ -295,10 +403,10 @@ class FERPredictor:
         for start in range(0, len(crops), self.batch_size):
             chunk = list(crops[start : start + self.batch_size])
             member_probs, member_maps = [], []
-            for model, processor in zip(self.models, self.processors, strict=True):
+            for model, processor, mode in zip(self.models, self.processors, self.tta_modes, strict=True):
                 pixel_values = processor(images=chunk, return_tensors="pt")["pixel_values"]
                 pixel_values = pixel_values.to(self.device, dtype=next(model.parameters()).dtype)
-                probs, class_maps = self._forward(model, pixel_values)
+                probs, class_maps = self._forward(model, pixel_values, mode)
                 member_probs.append(probs)
                 member_maps.append(class_maps)
             mean_probs = torch.stack(member_probs).mean(0)
@@ -307,10 +415,12 @@ class FERPredictor:
             probabilities.append(mean_probs.numpy())
         return np.concatenate(probabilities).astype(np.float32), maps
 
-    def _forward(self, model: Any, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(
+        self, model: Any, pixel_values: torch.Tensor, mode: str = "none"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Probabilities ``[B, K]`` averaged over the TTA views and class maps ``[B, K, h, w]`` (or ``None``) of the
         whole crops, on the CPU: :func:`fer_mek.tta.tta_forward`, the views of evaluation's TTA in one batch."""
-        probs, class_maps = tta_forward(model, pixel_values, self.tta or "none", attention_maps=True)
+        probs, class_maps = tta_forward(model, pixel_values, mode, attention_maps=True)
         return probs.cpu(), None if class_maps is None else class_maps.cpu()
 
     # ---- whole images
@@ -452,6 +562,14 @@ def analyze_image(image: ImageInput, model: ModelInput | Sequence[ModelInput], *
     return FERPredictor(model, **kwargs).analyze(image)
 
 
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    tta, margin = overrides.get("tta"), overrides.get("margin")
+    if tta is not None and tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; use one of {TTA_MODES} or None (the model's)")
+    if margin is not None and margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+
+
 def _name(spec: Any) -> str:
     return os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(spec).__name__
 
@@ -496,6 +614,7 @@ __all__ = [
     "DEFAULT_DETECTION_SIZE",
     "FERPredictor",
     "ModelLoadError",
+    "SERVING_OPTIONS",
     "analyze_image",
     "load_model",
     "model_labels",

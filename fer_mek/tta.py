@@ -6,7 +6,9 @@ preprocessing so that the views keep the model's input size.
 
 One implementation serves evaluation (:func:`tta_probabilities`, ``fer_mek.evaluation``) and prediction
 (:func:`tta_forward`, which also returns attention maps; ``fer_mek.inference.FERPredictor`` and ``fer-mek predict
---tta``).
+--tta``). Probabilities (softmax outputs), not logits, are averaged, as MEK-CV's ``demo.py`` does for its flip TTA
+(``probs = 0.5 * (logits.softmax(1) + logits_f.softmax(1))``). A model's own choice is its processor's
+``default_tta``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TTA_MODES = ("none", "flip", "tencrop")
+# The modes are defined where a model's default_tta is validated (the image processor, a flat remote-code file).
+from .image_processing_mek import TTA_MODES
+
 #: One of :data:`TTA_MODES`.
 TTAMode = Literal["none", "flip", "tencrop"]
 

@@ -209,3 +209,35 @@ def test_annotations_never_overwrite_the_inputs(models: dict[str, str], photos: 
     assert main(["predict", str(tmp_path), "--model", models["a"], "--save-annotated", str(tmp_path), "-q"]) == 0
     assert (tmp_path / "astronaut.jpg").read_bytes() == original
     assert Image.open(tmp_path / "astronaut-2.jpg").width > 512
+
+
+def test_serving_options_default_to_the_model_and_override_both_ways(
+    models: dict[str, str], photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fer_mek.cli import build_parser, serving_overrides
+
+    defaults = serving_overrides(build_parser().parse_args(["predict", "x.jpg", "--model", "m"]))
+    assert defaults == dict.fromkeys(("tta", "clahe", "grayscale", "margin", "square", "clip", "align"))
+    argv = ["predict", "x.jpg", "--model", "m", "--tta", "none", "--no-clahe", "--grayscale", "--margin", "0.3"]
+    argv += ["--no-square", "--clip", "--no-align"]
+    assert serving_overrides(build_parser().parse_args(argv)) == {
+        "tta": "none",
+        "clahe": False,
+        "grayscale": True,
+        "margin": 0.3,
+        "square": False,
+        "clip": True,
+        "align": False,
+    }
+    image = str(photos / "astronaut.jpg")
+    assert main(["predict", image, "--model", models["a"], "--margin", "-1"]) == 2
+    assert "--margin must be >= 0" in capsys.readouterr().err
+    assert main(["predict", image, "--model", models["a"], "--no-detect"]) == 0
+    assert "serving: whole images (no face detection); colour, TTA none" in capsys.readouterr().err
+    assert main(["predict", image, "--model", models["a"], "--clahe", "--no-align", "--clip", "-q"]) == 0
+    assert "serving:" not in capsys.readouterr().err
+    assert main(["predict", image, "--model", models["a"], "--clahe", "--no-align", "--clip"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "serving: square crop, margin 0.2, cut at the image edge, not rotated; CLAHE (clip limit 2, 8x8 tiles)" in err
+    )

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_mek import MEKConfig, MEKForImageClassification
+from fer_mek import MEKConfig, MEKForImageClassification, MEKImageProcessor
 from fer_mek.labels import RAFDB_LABELS
 
 gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install 'fer-mek[demo]')")
@@ -73,6 +73,30 @@ def test_no_face_and_no_picture(app: ModuleType, predictor: FERPredictor) -> Non
 
 def test_build_demo(app: ModuleType, predictor: FERPredictor) -> None:
     assert isinstance(app.build_demo(predictor), gr.Blocks)
+
+
+def test_the_model_is_served_as_it_asks_and_the_page_overrides_it(
+    app: ModuleType, tmp_path_factory: pytest.TempPathFactory, astronaut: Image.Image
+) -> None:
+    """A model saved with serving settings (CLAHE, flip TTA): the demo serves it so, its controls start there, and
+    what the user changes on the page overrides them for that request."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("served-model")
+    model = MEKForImageClassification(MEKConfig(backbone="test_resnet", image_size=64))
+    MEKImageProcessor.from_model_config(model.config, do_clahe=True, default_tta="flip").save_pretrained(folder)
+    model.save_pretrained(folder)
+    predictor = FERPredictor(folder, device="cpu")
+    assert predictor.tta_modes == ["flip"] and predictor.serving[0]["do_clahe"]
+    _, served, _, _ = app.analyze(predictor, astronaut)
+    expected = predictor.predict(astronaut).faces[0].probabilities
+    assert list(served.values()) == pytest.approx(list(expected), abs=1e-6)
+    _, plain, _, _ = app.analyze(predictor, astronaut, tta="none", clahe=False)
+    reference = FERPredictor(folder, device="cpu", tta="none", clahe=False).predict(astronaut).faces[0].probabilities
+    assert list(plain.values()) == pytest.approx(list(reference), abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(plain.values(), served.values(), strict=True)) > 1e-4
+    demo = app.build_demo(predictor)
+    values = {c["props"].get("elem_id"): c["props"].get("value") for c in demo.config["components"]}
+    assert values["tta"] == "flip" and values["clahe"] is True and values["grayscale"] is False
 
 
 def test_main_requires_a_model(app: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
