@@ -27,6 +27,20 @@ from .modeling_mek import (
 
 __version__ = "0.1.0"
 
+
+def from_published(*args, **kwargs) -> MEKForImageClassification:
+    """A published MEK ResNet checkpoint from the Hub as a model, in one line:
+    ``fer_mek.from_published("ToiTenBao/fer-mek-checkpoints", "mek_resnet18_rafdb_msceleb_best.pth")``.
+
+    The model comes with ``model.image_processor`` (the source's serving settings) and ``model.conversion`` (its
+    ``conversion.json`` record); ``output_dir=`` also saves it as a folder. Arguments and errors:
+    :func:`fer_mek.convert.from_published` (imported on first use, so ``import fer_mek`` stays light).
+    """
+    from .convert import from_published as convert_from_published
+
+    return convert_from_published(*args, **kwargs)
+
+
 AutoConfig.register(MEKConfig.model_type, MEKConfig, exist_ok=True)
 AutoModel.register(MEKConfig, MEKModel, exist_ok=True)
 AutoModelForImageClassification.register(MEKConfig, MEKForImageClassification, exist_ok=True)
@@ -44,5 +58,6 @@ __all__ = [
     "MEKModel",
     "MEKModelOutput",
     "MEKPreTrainedModel",
+    "from_published",
     "losses",
 ]

@@ -1,8 +1,13 @@
-"""The ``fer-mek`` command: ``fer-mek predict`` (images, folders, videos, webcam) and ``fer-mek export`` (ONNX).
+"""The ``fer-mek`` command: ``fer-mek predict`` (images, folders, videos, webcam), ``fer-mek export`` (ONNX) and
+``fer-mek convert`` (published MEK checkpoints, from a file or the Hub: :func:`fer_mek.convert.main`).
 
-Run ``fer-mek predict --help`` for the options. Exit status of ``predict``: 0 when at least one input was processed
-(an image without a face counts: "no face found" is a result), 1 when nothing could be processed, 2 for usage errors
-and models that cannot be loaded.
+Run ``fer-mek predict --help`` for the options. ``predict`` serves each model as its serving settings say (face crop,
+grey-scale, CLAHE, test-time augmentation: :class:`fer_mek.MEKImageProcessor`) unless an option overrides them.
+Exit status of ``predict``: 0 when at least one input was processed (an image without a face counts: "no face found"
+is a result), 1 when nothing could be processed, 2 for usage errors and models that cannot be loaded.
+
+A new subcommand adds an ``add_<name>_parser(commands)`` call to :func:`build_parser` and its ``_run_<name>`` entry to
+``_COMMANDS``.
 """
 
 from __future__ import annotations
@@ -31,15 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fer-mek`` and its subcommands."""
     parser = argparse.ArgumentParser(
         prog="fer-mek",
-        description="Facial-expression recognition with MEK models: predict on pictures, export to ONNX.",
+        description="Facial-expression recognition with MEK models: predict on pictures, export to ONNX, convert published "
+        "checkpoints.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_predict_parser(commands)
+    add_export_parser(commands)
+    add_convert_parser(commands)
+    return parser
 
+
+def add_predict_parser(commands: Any) -> argparse.ArgumentParser:
+    """``fer-mek predict``'s options."""
     predict = commands.add_parser(
         "predict",
         help="find faces and classify their expressions in images, folders, videos or a webcam",
         description="Find faces and classify their expressions. Folders are scanned recursively; video files are "
-        "read frame by frame. Each face gets its box and the top-k classes in the model's own class names.",
+        "read frame by frame. Each face gets its box and the top-k classes in the model's own class names. The face "
+        "crop, grey-scale, CLAHE and test-time augmentation default to the model's serving settings (its "
+        "preprocessor_config.json); each option below overrides them, both ways.",
     )
     predict.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders or video files")
     predict.add_argument(
@@ -56,12 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", "-o", type=Path, metavar="FILE", help="write results to FILE.csv or FILE.jsonl")
     predict.add_argument("--save-annotated", type=Path, metavar="DIR", help="write annotated images and videos to DIR")
     predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes reported per face (3)")
-    predict.add_argument(
-        "--tta",
-        choices=TTA_MODES,
-        default="none",
-        help="test-time augmentation: the mirror image (flip) or ten crops and their mirrors (tencrop) (none)",
-    )
     faces = predict.add_mutually_exclusive_group()
     faces.add_argument("--all-faces", dest="face_mode", action="store_const", const="all", help="every face (default)")
     faces.add_argument(
@@ -71,14 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-detect", dest="face_mode", action="store_const", const="none", help="classify whole images (face crops)"
     )
     predict.set_defaults(face_mode="all")
-    predict.add_argument("--clahe", action="store_true", help="CLAHE on face crops (webcam-robust models, dim light)")
-    predict.add_argument(
-        "--margin",
-        type=float,
-        default=DEFAULT_MARGIN,
-        help=f"crop margin, fraction of the face size added per side ({DEFAULT_MARGIN})",
-    )
-    predict.add_argument("--no-align", action="store_true", help="do not level the eyes of face crops")
+    add_serving_arguments(predict)
     predict.add_argument(
         "--min-face-size", type=_positive_int, default=20, metavar="PX", help="smallest face side (20)"
     )
@@ -103,7 +105,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
+    return predict
 
+
+def add_serving_arguments(parser: argparse.ArgumentParser, face_crop: bool = True) -> None:
+    """The serving-setting overrides (``--tta``, ``--clahe/--no-clahe``, ``--grayscale/--no-grayscale`` and, with
+    ``face_crop``, ``--margin``, ``--square/--no-square``, ``--clip/--no-clip``, ``--align/--no-align``). Each
+    defaults to ``None``: the model's setting (:class:`fer_mek.MEKImageProcessor`). Shared by ``fer-mek predict`` and
+    the evaluation script."""
+    group = parser.add_argument_group(
+        "serving settings", "default: the model's own (saved in its preprocessor_config.json); these override them"
+    )
+    group.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default=None,
+        help="test-time augmentation: none, the mirror image (flip) or ten crops and their mirrors (tencrop) "
+        "(default: the model's default_tta)",
+    )
+    group.add_argument(
+        "--clahe",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CLAHE on the (face) image, the lightness equalisation of webcam-trained models (default: the model's)",
+    )
+    group.add_argument(
+        "--grayscale",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="turn every input grey, as FER-2013 models were trained (default: the model's)",
+    )
+    if not face_crop:
+        return
+    group.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help=f"crop margin, fraction of the face box's longer side added per side (default: the model's; "
+        f"{DEFAULT_MARGIN} for models trained here)",
+    )
+    group.add_argument(
+        "--square",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="square face crops; --no-square keeps the detector box's aspect (default: the model's)",
+    )
+    group.add_argument(
+        "--clip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut face crops at the image edge; --no-clip pads them with black (default: the model's)",
+    )
+    group.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="level the eyes of face crops (default: the model's)",
+    )
+
+
+def serving_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The serving options of :class:`fer_mek.inference.FERPredictor` from :func:`add_serving_arguments`'s."""
+    names = ("tta", "clahe", "grayscale", "margin", "square", "clip", "align")
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def add_export_parser(commands: Any) -> argparse.ArgumentParser:
+    """``fer-mek export``'s options."""
     export = commands.add_parser(
         "export",
         help="export a model to ONNX (logits and attention maps)",
@@ -116,16 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     export.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference when verifying (1e-4)")
     export.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
-    return parser
+    return export
+
+
+def add_convert_parser(commands: Any) -> argparse.ArgumentParser:
+    """``fer-mek convert``: listed here for ``fer-mek --help``; its options are those of
+    :func:`fer_mek.convert.main` (``scripts/convert_checkpoint.py``), which :func:`main` hands the arguments to."""
+    return commands.add_parser(
+        "convert", add_help=False,
+        help="convert a published MEK checkpoint (a file or REPO_ID/FILENAME on the Hub; --all) into a model folder",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fer-mek`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        from .convert import cli_main
+
+        return cli_main(argv[1:], prog="fer-mek convert")
     args = build_parser().parse_args(argv)
     with _quiet_transformers():
-        if args.command == "predict":
-            return _run_predict(args)
-        return _run_export(args)
+        return _COMMANDS[args.command](args)
 
 
 # --------------------------------------------------------------------------------------------------------- predict
@@ -153,7 +233,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         return _usage("give either paths or --camera N, not both")
     if args.camera is None and not args.paths:
         return _usage("give image files, folders or videos to predict on, or --camera N")
-    if args.margin < 0:
+    if args.margin is not None and args.margin < 0:
         return _usage(f"--margin must be >= 0, got {args.margin}")
     writer = None
     if args.output is not None:
@@ -180,10 +260,7 @@ def _run_predict(args: argparse.Namespace) -> int:
             device=args.device,
             detector=None if args.face_mode == "none" else "mtcnn",
             face_mode="all" if args.face_mode == "none" else args.face_mode,
-            margin=args.margin,
-            align=not args.no_align,
-            clahe=args.clahe,
-            tta=args.tta,
+            **serving_overrides(args),
             batch_size=args.batch_size,
             max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
             min_face_size=args.min_face_size,
@@ -195,6 +272,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         _error(str(error))
         return EXIT_USAGE
 
+    if not args.quiet:
+        print(predictor.describe_serving(), file=sys.stderr)
     annotations = _Annotations(args.save_annotated) if args.save_annotated is not None else None
 
     def report(result: ImageResult, name: Path | None = None, video: bool = False) -> None:
@@ -357,6 +436,11 @@ def _run_export(args: argparse.Namespace) -> int:
             f"{report.max_abs_diff_attention:.2e} (attention maps)"
         )
     return EXIT_OK
+
+
+#: The subcommands: name -> function of the parsed arguments returning the exit status. A new subcommand adds its
+#: ``add_..._parser`` call to :func:`build_parser` and its entry here.
+_COMMANDS = {"predict": _run_predict, "export": _run_export}
 
 
 # --------------------------------------------------------------------------------------------------------- helpers

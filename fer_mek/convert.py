@@ -8,13 +8,17 @@
 * The published MEK ResNet checkpoints (``mek_resnet18_rafdb_msceleb_best.pth`` and siblings): a module with
   ``encoder = nn.Sequential(*list(torchvision_resnet.children())[:-2])``, ``bn = BatchNorm2d(C)``, ``Dropout2d`` and
   ``classifier = Conv2d(C, K, 1)``; logits = spatial mean of the classifier's maps. Converted with
-  ``head="conv_bn"``: :func:`convert_mek_resnet_checkpoint`. The published files' class order is told by their names
-  and their config records the settings they were trained with (:data:`PUBLISHED_CHECKPOINTS`).
+  ``head="conv_bn"``: :func:`convert_mek_resnet_checkpoint`. The published files' class order is told by their names;
+  their config records the settings they were trained with, their processor the source's serving settings
+  (:data:`PUBLISHED_CHECKPOINTS`, in :mod:`fer_mek.published`). :func:`from_published` fetches one from the Hub
+  (``ToiTenBao/fer-mek-checkpoints``) and converts it in one call, with ``conversion.json`` beside the weights.
 
-Files are read with ``torch.load(weights_only=True)`` (or safetensors): no pickled code is ever executed.
+Files are read with ``torch.load(weights_only=True)`` (or safetensors; :mod:`fer_mek.checkpoint_io`): no pickled code
+is ever executed.
 
-Command line: :func:`main` (``scripts/convert_checkpoint.py``, moved here from that script) writes either kind as a
-fer-mek model folder (safetensors + config + preprocessor + remote code).
+Command line: :func:`main` (``scripts/convert_checkpoint.py``) writes either kind as a fer-mek model folder
+(safetensors + config + preprocessor + remote code), from a local file or a Hub file (``REPO_ID/FILENAME[@REVISION]``),
+or with ``--all`` every checkpoint of a Hub repository.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,17 +36,41 @@ import timm
 import torch
 from torch import nn
 
+from .checkpoint_io import (
+    StateDict,
+    _as_state_dict,
+    _format_keys,
+    _is_tensor_mapping,
+    _normalize_state_dict,
+    fit_problems,
+    load_backbone_state_dict,
+    load_exact,
+    load_state_dict_file,
+    read_checkpoint,
+)
 from .configuration_mek import MEKConfig
 from .image_processing_mek import MEKImageProcessor
 from .io import atomic_directory
 from .labels import LABEL_SETS, get_label_set
 from .modeling_mek import MEKForImageClassification, MEKPreTrainedModel
-
-StateDict = dict[str, torch.Tensor]
-
-# Wrappers that training scripts put around a state_dict ({"state_dict": ..., "epoch": ...}); "state_dict_backbone" is
-# the official MEK Swin checkpoint's (start_0.pt, saved by an insightface-style face-recognition training).
-_NESTING_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "state_dict_backbone")
+from .published import (
+    MEKCV_FER2013_TRAIN_COUNTS,
+    MEKCV_RAFDB_TRAIN_COUNTS,
+    PUBLISHED_CHECKPOINTS,
+    PUBLISHED_REPO,
+    CheckpointNotFoundError,
+    HubReference,
+    conversion_record,
+    download_checkpoint,
+    file_sha256,
+    infer_label_set,
+    list_checkpoints,
+    parse_hub_reference,
+    published_checkpoint,
+    resolve_checkpoint,
+    serving_settings,
+    write_conversion,
+)
 
 # torchvision ResNet children: conv1, bn1, relu, maxpool, layer1..layer4 (avgpool and fc are cut by [:-2]).
 _MEK_ENCODER_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
@@ -56,150 +83,6 @@ _RESNET_DEPTHS = {
     (True, (3, 4, 23, 3)): "resnet101",
     (True, (3, 8, 36, 3)): "resnet152",
 }
-
-
-def load_state_dict_file(path: str | os.PathLike) -> StateDict:
-    """Read a checkpoint file into a flat ``{name: tensor}`` dict.
-
-    Accepts ``.safetensors`` and torch files (``.pth``/``.pt``/``.bin``/``.ckpt``), read with
-    ``torch.load(weights_only=True)``; unwraps ``{"state_dict": ...}``-style nesting and strips the ``module.``
-    prefixes of (Distributed)DataParallel.
-    """
-    return _normalize_state_dict(read_checkpoint(path), Path(path))
-
-
-def read_checkpoint(path: str | os.PathLike) -> Any:
-    """The object stored in a checkpoint file, read safely: ``.safetensors``, or ``torch.load(weights_only=True)``
-    (tensors, containers and plain values only; no pickled code is executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} cannot be read with torch.load(weights_only=True): it pickles more than tensors ({error}). "
-            "If you trust the file, re-save only its state_dict: torch.save(torch.load(p, weights_only=False)"
-            "['state_dict'], 'clean.pth') — or convert it to safetensors."
-        ) from error
-    except (RuntimeError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({error}); is the download complete?") from error
-    return obj
-
-
-def _normalize_state_dict(obj: Any, origin: Any = "state_dict") -> StateDict:
-    while isinstance(obj, Mapping) and not _is_tensor_mapping(obj):
-        nested = [key for key in _NESTING_KEYS if isinstance(obj.get(key), Mapping)]
-        if not nested:
-            keys = sorted(map(str, obj))[:10]
-            raise ValueError(
-                f"{origin} holds no state_dict: top-level keys {keys} are neither tensors nor one of {_NESTING_KEYS}"
-            )
-        obj = obj[nested[0]]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{origin} holds a {type(obj).__name__}, not a state_dict")
-    state = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            continue  # metadata that sits beside tensors (e.g. "epoch" inside a flat dict) is not weights
-        while key.startswith("module."):
-            key = key[len("module.") :]
-        state[key] = value
-    if not state:
-        raise ValueError(f"{origin} holds no tensors")
-    return state
-
-
-def _is_tensor_mapping(obj: Mapping) -> bool:
-    return any(isinstance(value, torch.Tensor) for value in obj.values())
-
-
-def _as_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> StateDict:
-    if isinstance(source, Mapping):
-        return _normalize_state_dict(source)
-    return load_state_dict_file(source)
-
-
-def _format_keys(keys: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def fit_problems(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """What keeps ``state_dict`` from loading into ``module`` with ``strict=True``: missing keys, keys the module does
-    not have, and shape mismatches, each as one line; empty when it fits exactly."""
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [
-        f"{key} (checkpoint {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)})"
-        for key in expected
-        if key in state_dict and state_dict[key].shape != expected[key].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing from the checkpoint: {_format_keys(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} not in the model: {_format_keys(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} with another shape: {_format_keys(mismatched)}")
-    return problems
-
-
-def load_exact(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """``module.load_state_dict(state_dict, strict=True)`` with an error that lists every unmatched key.
-
-    Raises:
-        ValueError: naming the missing keys, unexpected keys and shape mismatches, if any.
-    """
-    problems = fit_problems(module, state_dict)
-    if problems:
-        raise ValueError(f"{what} does not fit the model:\n  " + "\n  ".join(problems))
-    module.load_state_dict(dict(state_dict), strict=True)
-
-
-def _fill_batchnorm_counters(backbone: nn.Module, state: StateDict) -> list[str]:
-    """Add the BatchNorm ``num_batches_tracked`` counters a checkpoint lacks (torchvision's 2017 ImageNet files such as
-    ``resnet18-f37072fd.pth`` predate them), at 0 as torch's own loader and a fresh network have them. They only
-    matter for ``momentum=None``; returns the keys filled."""
-    filled = []
-    for key, value in backbone.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
-            filled.append(key)
-    return filled
-
-
-def load_backbone_state_dict(
-    backbone: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], what: str | None = None
-) -> dict[str, Any]:
-    """Load a timm/torchvision-layout state_dict into a timm backbone built without classifier.
-
-    The checkpoint's classifier (``fc.*`` for ResNets, whatever timm names the classifier otherwise), of any size,
-    is dropped; BatchNorm counters the file lacks are set to 0; every other key must match the backbone exactly.
-
-    Returns:
-        ``{"loaded_tensors": n, "dropped_keys": [...], "filled_keys": [...]}``.
-    """
-    state = _as_state_dict(source)
-    classifier = getattr(backbone, "pretrained_cfg", {}).get("classifier", "fc")
-    classifier_names = [classifier] if isinstance(classifier, str) else list(classifier)
-    own_keys = set(backbone.state_dict())
-    dropped = sorted(
-        key
-        for key in state
-        if key not in own_keys and any(key == name or key.startswith(name + ".") for name in classifier_names)
-    )
-    state = {key: value for key, value in state.items() if key not in dropped}
-    loaded = len(state)
-    filled = _fill_batchnorm_counters(backbone, state)
-    what = what or f"backbone weights {source if not isinstance(source, Mapping) else ''}".strip()
-    load_exact(backbone, state, what)
-    return {"loaded_tensors": loaded, "dropped_keys": dropped, "filled_keys": filled}
 
 
 # ------------------------------------------------------------------------------------- official MEK Swin-T (start_0.pt)
@@ -406,69 +289,6 @@ def infer_resnet_name(state_dict: Mapping[str, torch.Tensor], prefix: str = "") 
 
 
 # ------------------------------------------------------------------------------------ the published MEK checkpoints
-#: Class counts of the 90 % train part that MEK-CV's scripts trained on (``np.random.seed(42)``; first 10 % of
-#: ``np.random.permutation`` held out): RAF-DB (12,271 train images) and FER-2013's image-folder release (28,709; the
-#: public ``msambare/fer2013`` folder counts, which MEK-CV's code does not state). They give the mean-1 balance weights
-#: the published checkpoints were trained with.
-MEKCV_RAFDB_TRAIN_COUNTS = (1157, 254, 651, 4311, 1762, 627, 2282)
-MEKCV_FER2013_TRAIN_COUNTS = (3635, 394, 3664, 6419, 4479, 4359, 2889)
-
-_MEKCV = {"balance_weight_rule": "mean1", "head_init": "pytorch"}
-_RAF = {"labels": "rafdb", "config": {**_MEKCV, "class_counts": MEKCV_RAFDB_TRAIN_COUNTS}}
-_FER = {"labels": "fer2013-folders", "config": {**_MEKCV, "class_counts": MEKCV_FER2013_TRAIN_COUNTS}}
-
-#: The published MEK ResNet checkpoints (``ToiTenBao/fer-mek-checkpoints``, file names of MEK-CV's
-#: ``scripts/push_to_hf.py``): their class order and the MEKConfig settings they were trained with, from the MEK-CV
-#: script that trained each (file:line of commit 3fb255f): smoothing = ``LABEL_SMOOTH``, attention_weight =
-#: ``FLIP_LOSS_WEIGHT``, dropout = ``ARCH_DROPOUT``, mean-1 balance weights (``_inv * (K / _inv.sum())``), heads with
-#: PyTorch's default init.
-PUBLISHED_CHECKPOINTS: dict[str, dict[str, Any]] = {
-    # kaggle/mek_resnet18_MS-Celeb-1M.py:81,123,124 (run rafdb-mek-rn18-msceleb-lr3e4)
-    "mek_resnet18_rafdb_msceleb_best.pth": {**_RAF, "config": {**_RAF["config"], "smoothing": 0.1,
-                                                               "attention_weight": 2.0, "dropout": 0.4}},
-    # kaggle/mek_resnet18.py:63,96,97 (run mek-rn18-lr3e4-mc)
-    "mek_resnet18_rafdb_imagenet_best.pth": {**_RAF, "config": {**_RAF["config"], "smoothing": 0.1,
-                                                                "attention_weight": 2.0, "dropout": 0.4}},
-    # kaggle/mek_resnet34.py:62,95,96 (run mek-rn34-rafdb-lr2e4-eps2)
-    "mek_resnet34_rafdb_imagenet_best.pth": {**_RAF, "config": {**_RAF["config"], "smoothing": 0.2,
-                                                                "attention_weight": 2.0, "dropout": 0.45}},
-    # kaggle/mek_resnet18.py:63,80 + prep_fine.py:27 FLIP_LOSS_WEIGHT=0.25 (run fer2013-mek-resnet18-lr1e4-l025)
-    "mek_resnet18_fer2013_imagenet_best.pth": {**_FER, "config": {**_FER["config"], "smoothing": 0.1,
-                                                                  "attention_weight": 0.25, "dropout": 0.4}},
-    # kaggle/mek_resnet34.py:62,79 + prep_fine.py:30 FLIP_LOSS_WEIGHT=0.1 (run fer2013-mek-resnet34-lr1e4-l01)
-    "mek_resnet34_fer2013_imagenet_best.pth": {**_FER, "config": {**_FER["config"], "smoothing": 0.1,
-                                                                  "attention_weight": 0.1, "dropout": 0.45}},
-    # kaggle/mek_webcam_resnet18_clahe_facecrop.py:90,113-115,258-259 (also trained on face-cropped, CLAHE images)
-    "mek_webcam_resnet18_rafdb_clahe_facecrop_best.pth": {**_RAF, "config": {**_RAF["config"], "smoothing": 0.15,
-                                                                             "attention_weight": 0.1, "dropout": 0.4}},
-}
-
-
-def published_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The :data:`PUBLISHED_CHECKPOINTS` entry of a file name (``{"labels": ..., "config": {...}}``), or None."""
-    entry = PUBLISHED_CHECKPOINTS.get(Path(path).name.lower())
-    return None if entry is None else {"labels": entry["labels"], "config": dict(entry["config"])}
-
-
-def infer_label_set(path: str | os.PathLike) -> str:
-    """The label set of a MEK ResNet checkpoint told by its file name: ``*fer2013*`` -> ``fer2013-folders`` (the
-    published FER-2013 checkpoints' alphabetical folder order), ``*rafdb*`` -> ``rafdb``.
-
-    Raises:
-        ValueError: if the name says neither (or both): the class order must then be given (``--labels``).
-    """
-    name = Path(path).name.lower()
-    found = {label_set for label_set, words in (("fer2013-folders", ("fer2013",)), ("rafdb", ("rafdb", "raf-db", "raf_db")))
-             if any(word in name for word in words)}
-    if len(found) != 1:
-        raise ValueError(
-            f"cannot tell the class order of {Path(path).name!r} from its file name (it names "
-            f"{'both RAF-DB and FER-2013' if found else 'neither rafdb nor fer2013'}); pass the label set: "
-            f"--labels {' | '.join(sorted(LABEL_SETS))} (label_names= in Python)"
-        )
-    return found.pop()
-
-
 def convert_mek_resnet_checkpoint(
     source: str | os.PathLike | Mapping[str, torch.Tensor],
     label_names: Sequence[str] | None = None,
@@ -540,6 +360,89 @@ def convert_mek_resnet_checkpoint(
     return model.eval()
 
 
+def _convert_mek_file(
+    path: Path, label_names: Sequence[str] | None = None, image_size: int = 224, backbone: str | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> MEKForImageClassification:
+    """:func:`convert_mek_resnet_checkpoint` of a file, with ``image_processor`` (the source's serving settings for a
+    published name) and ``conversion`` (the ``conversion.json`` record) attached to the model."""
+    model = convert_mek_resnet_checkpoint(path, label_names, image_size, backbone=backbone)
+    model.image_processor = MEKImageProcessor.from_model_config(model.config, **serving_settings(path))
+    source = source or {"repo_id": None, "filename": path.name, "revision": None, "commit": None,
+                        "sha256": file_sha256(path)}
+    model.conversion = conversion_record(path.name, source, model.image_processor.to_dict())
+    return model
+
+
+def save_converted(model: MEKForImageClassification, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save a model of :func:`from_published` as a folder: ``save_pretrained`` (weights, config, remote code), its
+    ``image_processor`` and its ``conversion.json``; written whole or not at all."""
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        model.image_processor.save_pretrained(staging)
+        write_conversion(staging, model.conversion)
+    return Path(output_dir)
+
+
+def from_published(
+    repo_id: str = PUBLISHED_REPO,
+    filename: str | None = None,
+    revision: str | None = None,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    label_names: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> MEKForImageClassification:
+    """A published MEK ResNet checkpoint from the Hub as a fer-mek model, in one line::
+
+        model = fer_mek.from_published("ToiTenBao/fer-mek-checkpoints", "mek_resnet18_rafdb_msceleb_best.pth")
+        classify = pipeline("image-classification", model=model, image_processor=model.image_processor)
+
+    Downloaded with ``huggingface_hub.hf_hub_download`` (its cache; offline from the cache with ``HF_HUB_OFFLINE=1``),
+    the architecture told by the weights, the class order by the file name (never a default), the training settings
+    (config) and the source's serving settings (processor) by the published file name.
+
+    Args:
+        repo_id: The Hub model repository; or a whole reference ``REPO_ID/FILENAME[@REVISION]`` with ``filename``
+            left out.
+        filename: The checkpoint file in the repository.
+        revision: Branch, tag or commit hash to pin (default ``main``).
+        output_dir: Also save the model there: weights, config, processor, remote code and ``conversion.json``.
+        overwrite: Replace an existing ``output_dir``.
+        label_names: Class names in output order, for a file whose name says neither ``rafdb`` nor ``fer2013``.
+        cache_dir: Hub cache (default ``$HF_HUB_CACHE``).
+        endpoint: Hub endpoint (default ``$HF_ENDPOINT`` or the Hugging Face Hub).
+        token: Hub token for a private repository (default: the logged-in one).
+        local_files_only: Use the cache only.
+
+    Returns:
+        The model in eval mode, with ``model.image_processor`` (a :class:`MEKImageProcessor` carrying the serving
+        settings) and ``model.conversion`` (the ``conversion.json`` record: source with the file's sha256, the
+        source's reported numbers, unverified, training and serving settings).
+
+    Raises:
+        CheckpointNotFoundError: no such repository, revision or file (the message lists the repository's ``.pth``
+            files), or not cached while offline.
+        ValueError: the class order cannot be told from the file name and ``label_names`` is not given.
+    """
+    reference = HubReference(repo_id, filename, revision) if filename else parse_hub_reference(repo_id, revision)
+    if reference is None:
+        raise ValueError(f"{repo_id!r} is not REPO_ID/FILENAME[@REVISION]; pass the file name: "
+                         f"from_published({repo_id!r}, 'mek_resnet18_rafdb_msceleb_best.pth')")
+    if label_names is None:
+        infer_label_set(reference.filename)  # before downloading: an unknown class order is an error anyway
+    downloaded = download_checkpoint(reference, cache_dir=cache_dir, endpoint=endpoint, token=token,
+                                     local_files_only=local_files_only)
+    model = _convert_mek_file(downloaded.path, label_names, source=downloaded.source())
+    if output_dir is not None:
+        save_converted(model, output_dir, overwrite=overwrite)
+    return model
+
+
 __all__ = [
     "MEKCV_FER2013_TRAIN_COUNTS",
     "MEKCV_RAFDB_TRAIN_COUNTS",
@@ -548,6 +451,7 @@ __all__ = [
     "PUBLISHED_CHECKPOINTS",
     "convert_mek_resnet_checkpoint",
     "fit_problems",
+    "from_published",
     "infer_label_set",
     "infer_resnet_name",
     "is_mek_swin_checkpoint",
@@ -560,6 +464,7 @@ __all__ = [
     "published_checkpoint",
     "read_checkpoint",
     "reset_final_norm",
+    "save_converted",
 ]
 
 
@@ -568,10 +473,13 @@ __all__ = [
 DESCRIPTION = """Convert an existing checkpoint into a fer-mek model folder (safetensors + config + preprocessor + remote code).
 
 Examples:
-    # a published MEK ResNet checkpoint: class order and training settings told by its file name
-    python scripts/convert_checkpoint.py --checkpoint mek_resnet18_rafdb_msceleb_best.pth --output mek-resnet18-rafdb
-    python scripts/convert_checkpoint.py --checkpoint mek_resnet34_fer2013_imagenet_best.pth --output mek-resnet34-fer
-    # another MEK ResNet checkpoint: say its class order
+    # a published MEK ResNet checkpoint, from the Hub (cached; offline from the cache with HF_HUB_OFFLINE=1):
+    # class order, training and serving settings told by its file name, conversion.json beside the weights
+    python scripts/convert_checkpoint.py --checkpoint ToiTenBao/fer-mek-checkpoints/mek_resnet18_rafdb_msceleb_best.pth --output mek-rn18-rafdb
+    # every published checkpoint (or every .pth of --repo), pinned to a revision, into published/<name>/
+    python scripts/convert_checkpoint.py --all --revision main --output published
+    # a local file; another MEK ResNet checkpoint needs its class order
+    python scripts/convert_checkpoint.py --checkpoint mek_resnet34_fer2013_imagenet_best.pth --output mek-rn34-fer
     python scripts/convert_checkpoint.py --checkpoint my_mek.pth --labels fer2013-folders --output out
     # a face-recognition ResNet as the backbone of a new (untrained-head) MEK model
     python scripts/convert_checkpoint.py --kind backbone --checkpoint resnet18_msceleb.pth --backbone resnet18 --output out
@@ -580,10 +488,19 @@ Examples:
 """
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command-line options of :func:`main`."""
-    parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="the .pth/.pt/.bin/.safetensors file to convert")
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """The command-line options of :func:`main` (``prog``: the command's name in ``--help``, e.g. ``fer-mek convert``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", help="the .pth/.pt/.bin/.safetensors file to convert: a local file, or a Hub "
+                        "file REPO_ID/FILENAME[@REVISION] (a bare FILENAME with --repo)")
+    parser.add_argument("--all", action="store_true", help=f"convert every .pth of --repo (default {PUBLISHED_REPO}) "
+                        "into --output/<file name without .pth>/")
+    parser.add_argument("--repo", default=None, help="Hub model repository of --all or of a bare --checkpoint name")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin (default: main)")
+    parser.add_argument("--cache-dir", default=None, help="Hub cache folder (default: $HF_HUB_CACHE)")
+    parser.add_argument("--endpoint", default=None, help="Hub endpoint (default: $HF_ENDPOINT or huggingface.co)")
     parser.add_argument("--output", required=True, help="folder to write the converted model to")
     parser.add_argument(
         "--kind",
@@ -614,37 +531,80 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Convert ``--checkpoint`` into the model folder ``--output``; returns the exit status.
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"{output} already exists; choose another output folder or pass --overwrite")
+
+
+def _hub(args: argparse.Namespace) -> dict[str, Any]:
+    return {"cache_dir": args.cache_dir, "endpoint": args.endpoint}
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Convert ``--checkpoint`` (a local file or a Hub file) into the model folder ``--output``, or with ``--all``
+    every ``.pth`` of a Hub repository into ``--output/<name>/``; returns the exit status.
 
     Raises:
         ValueError, FileNotFoundError, FileExistsError: an unreadable or unfitting checkpoint, a MEK ResNet
-            checkpoint whose class order is neither given nor told by its name, or an existing ``--output`` without
-            ``--overwrite`` (:func:`cli_main` prints them as one ``error: ...`` line).
+            checkpoint whose class order is neither given nor told by its name, a Hub repository, revision or file
+            that does not exist, or an existing ``--output`` without ``--overwrite`` (:func:`cli_main` prints them
+            as one ``error: ...`` line).
     """
-    args = parse_args(argv)
-    output = Path(args.output)
-    if output.exists() and not args.overwrite and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"{output} already exists; choose another output folder or pass --overwrite")
+    args = parse_args(argv, prog)
+    if args.all:
+        if args.checkpoint:
+            raise ValueError("--all converts every .pth of --repo: leave out --checkpoint")
+        repo = args.repo or PUBLISHED_REPO
+        names = list_checkpoints(repo, args.revision, **_hub(args))
+        if not names:
+            raise CheckpointNotFoundError(f"{repo}@{args.revision or 'main'} has no .pth files")
+        if args.labels is None:
+            for name in names:
+                infer_label_set(name)  # every class order known before anything is downloaded
+        targets = {name: Path(args.output) / Path(name).stem for name in names}
+        for target in targets.values():
+            _check_output(target, args.overwrite)
+        for name, target in targets.items():
+            downloaded = download_checkpoint(HubReference(repo, name, args.revision), **_hub(args))
+            _convert_one(args, downloaded.path, target, downloaded.source(), str(downloaded.reference))
+        print(f"converted {len(names)} checkpoints of {repo} into {args.output}")
+        return 0
+    if not args.checkpoint:
+        raise ValueError("pass --checkpoint FILE (or REPO_ID/FILENAME[@REVISION]), or --all [--repo REPO_ID]")
+    _check_output(Path(args.output), args.overwrite)
+    path, source = resolve_checkpoint(args.checkpoint, args.repo, args.revision, **_hub(args))
+    _convert_one(args, path, Path(args.output), source, args.checkpoint)
+    return 0
+
+
+def _convert_one(args: argparse.Namespace, path: Path, output: Path, source: dict[str, Any] | None, shown: str) -> None:
     kind = args.kind
-    raw = read_checkpoint(args.checkpoint)
+    raw = read_checkpoint(path)
     if kind == "auto":
-        keys = _normalize_state_dict(raw, args.checkpoint)
+        keys = _normalize_state_dict(raw, shown)
         kind = "mek-resnet" if any(key.startswith("encoder.") for key in keys) else "backbone"
     notes = []
     if kind == "mek-resnet":
-        labels = get_label_set(args.labels or infer_label_set(args.checkpoint))
-        model = convert_mek_resnet_checkpoint(args.checkpoint, labels, args.image_size or 224, backbone=args.backbone)
+        labels = get_label_set(args.labels or infer_label_set(path))
+        model = _convert_mek_file(path, labels, args.image_size or 224, args.backbone, source)
         config = model.config
-        if published_checkpoint(args.checkpoint):
+        if published_checkpoint(path):
             notes.append(
                 f"training settings of the published checkpoint recorded in config.json: smoothing {config.smoothing}, "
                 f"attention_weight {config.attention_weight}, dropout {config.dropout}, balance_weight_rule "
                 f"{config.balance_weight_rule} (class_counts {config.class_counts}), head_init {config.head_init}"
             )
+            serving = model.conversion["serving"]
+            notes.append("serving settings of the source (demo.py) in preprocessor_config.json: "
+                         + ", ".join(f"{key}={value}" for key, value in serving.items()))
+            reported = model.conversion.get("reported")
+            if reported:
+                notes.append(f"conversion.json: the source reports accuracy {reported['accuracy']} / mean-class "
+                             f"{reported['mean_class_accuracy']} on {reported['dataset']} test ({reported['num_test_images']} "
+                             "images), not verified here")
         else:
             notes.append(
-                f"note: {Path(args.checkpoint).name} is not a published MEK checkpoint name "
+                f"note: {path.name} is not a published MEK checkpoint name "
                 f"({', '.join(PUBLISHED_CHECKPOINTS)}): its training settings (smoothing, attention_weight, dropout, "
                 "balance_weight_rule, head_init) are left at fer-mek's defaults; set them in config.json if you know them"
             )
@@ -662,27 +622,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_size=args.image_size or backbone_kwargs.get("img_size", 224), id2label=dict(enumerate(labels)), **extra,
         )
         model = MEKForImageClassification(config)
-        report = load_backbone_weights(model, raw if isinstance(raw, Mapping) else args.checkpoint)
+        report = load_backbone_weights(model, raw if isinstance(raw, Mapping) else path)
         notes.append(
             f"backbone: {report['loaded_tensors']} tensors loaded, keys dropped: {report['dropped_keys']}"
             + (f"; {report['final_norm']}" if "final_norm" in report else "")
             + "; the head is new and must be trained"
         )
-    with atomic_directory(args.output, overwrite=args.overwrite) as staging:
-        model.save_pretrained(staging)
-        MEKImageProcessor.from_model_config(model.config).save_pretrained(staging)
-    print(f"converted {args.checkpoint} ({kind}, backbone {model.config.backbone}, head {model.config.head}, "
-          f"{model.config.num_labels} classes: {', '.join(labels)}) -> {args.output}")
+    if kind == "mek-resnet":
+        save_converted(model, output, overwrite=args.overwrite)
+    else:
+        with atomic_directory(output, overwrite=args.overwrite) as staging:
+            model.save_pretrained(staging)
+            MEKImageProcessor.from_model_config(model.config).save_pretrained(staging)
+    print(f"converted {shown} ({kind}, backbone {model.config.backbone}, head {model.config.head}, "
+          f"{model.config.num_labels} classes: {', '.join(labels)}) -> {output}")
     for note in notes:
         print(note)
-    return 0
 
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
+def cli_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The command line (``scripts/convert_checkpoint.py``): :func:`main` with its errors as one ``error: ...``
     line (exit status 1)."""
     try:
-        return main(argv)
+        return main(argv, prog)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

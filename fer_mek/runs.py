@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# conversion.json (beside the weights of a converted checkpoint) is written by fer_mek.convert, which must not import
+# this module (it reaches the data stack); its name and writer live in fer_mek.published and are part of this contract.
+from .published import CONVERSION, CONVERSION_SCHEMA_VERSION, write_conversion
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import datasets
 
@@ -34,6 +38,8 @@ __all__ = [
     "BEST",
     "CHECKPOINT",
     "CONFUSION_MATRIX",
+    "CONVERSION",
+    "CONVERSION_SCHEMA_VERSION",
     "LAST",
     "LOGS",
     "METRIC_KEYS",
@@ -46,10 +52,12 @@ __all__ = [
     "Run",
     "RunError",
     "load_run",
+    "read_conversion",
     "read_results",
     "read_train_config",
     "run_config_of_model",
     "weights_digest",
+    "write_conversion",
     "write_results",
     "write_train_config",
 ]
@@ -115,6 +123,30 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise RunError(f"{path} is not valid JSON ({error}); re-run the training's evaluation") from error
     return check_results(results, path)
+
+
+# ------------------------------------------------------------------------------------------- conversion.json
+def read_conversion(model_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``conversion.json`` of a model folder (:data:`CONVERSION`, written by :func:`write_conversion` when a
+    checkpoint is converted), or ``None`` when it has none (a trained model).
+
+    Raises:
+        RunError: the file is not valid JSON, not a record with a ``source``, or of a newer schema.
+    """
+    path = Path(model_dir) / CONVERSION
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path} is not valid JSON ({error}); convert the checkpoint again") from error
+    if not isinstance(record, dict) or not isinstance(record.get("source"), dict):
+        raise RunError(f"{path} is not a conversion record (no source); convert the checkpoint again")
+    version = record.get("schema_version", 1)
+    if not isinstance(version, int) or version > CONVERSION_SCHEMA_VERSION:
+        raise RunError(f"{path} has conversion schema version {version!r}; this fer-mek reads up to "
+                       f"{CONVERSION_SCHEMA_VERSION}: upgrade fer-mek")
+    return record
 
 
 # ------------------------------------------------------------------------------------------ train_config.yaml

@@ -1,16 +1,32 @@
-"""A loopback stand-in for the Hugging Face Hub: the few endpoints that an upload uses, recording what it receives.
+"""A loopback stand-in for the Hugging Face Hub: the few endpoints that an upload and a download use, recording what
+it receives.
 
-No pip-installable Hub server accepts uploads, so the publishing tests point ``HfApi(endpoint=hub.url)`` at this one::
+No pip-installable Hub server exists, so the publishing and conversion tests point ``HfApi(endpoint=hub.url)`` /
+``hf_hub_download(..., endpoint=hub.url)`` at this one::
 
     with FakeHub() as hub:
         HfApi(endpoint=hub.url).create_repo("alice/model", exist_ok=True)
         ...
         hub.commits[0].files  # {"README.md": b"...", ...}
 
-Endpoints: ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST /api/models/{id}/preupload/{rev}`` (every
-file is "regular": its content travels base64-encoded in the commit), ``POST /api/models/{id}/branch/{branch}`` and
-``POST /api/models/{id}/commit/{rev}`` (ndjson). Anything else answers 404 and is recorded in ``unexpected``.
-``refuse`` makes an endpoint answer an error status instead, as the real Hub does for a token without write access.
+        hub.add_file("alice/model", "weights.pth", data)               # on branch main
+        hub.add_file("alice/model", "weights.pth", other, revision="v1")  # another branch or tag
+        hf_hub_download("alice/model", "weights.pth", endpoint=hub.url)
+
+Upload endpoints: ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST /api/models/{id}/preupload/{rev}``
+(every file is "regular": its content travels base64-encoded in the commit), ``POST /api/models/{id}/branch/{branch}``
+and ``POST /api/models/{id}/commit/{rev}`` (ndjson).
+
+Download endpoints (what huggingface_hub 2.x ``hf_hub_download``, ``HfApi.list_repo_files`` and
+``HfApi.model_info`` call), for the files given to :meth:`FakeHub.add_file`: ``HEAD``/``GET
+/{id}/resolve/{rev}/{path}`` (headers ``X-Repo-Commit``, ``ETag`` = the file's sha256, ``Content-Length``; no Xet
+headers, so the plain HTTP download is used), ``GET /api/models/{id}/tree/{rev}[/{path}]`` (one page) and ``GET
+/api/models/{id}[/revision/{rev}]``. Unknown repositories, revisions and files answer 404 with the ``X-Error-Code``
+(``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) that huggingface_hub turns into its typed errors. A
+revision is a branch or tag name given to ``add_file`` or the commit hash it currently points to.
+
+Anything else answers 404 and is recorded in ``unexpected``. ``refuse`` makes an endpoint answer an error status
+instead, as the real Hub does for a token without write access.
 """
 
 from __future__ import annotations
@@ -23,11 +39,20 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
+
+
+@dataclass
+class Response:
+    """A response other than JSON: status, headers and body (the body is not sent for HEAD)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass
@@ -69,6 +94,30 @@ class FakeHub:
     requests: list[Request] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     url: str = ""
+    #: Files to download: ``{repo_id: {revision name: {path: bytes}}}`` (:meth:`add_file`).
+    files: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
+
+    def add_file(self, repo_id: str, path: str, data: bytes, revision: str = "main") -> str:
+        """Serve ``data`` as ``path`` of model repository ``repo_id`` at ``revision`` (a branch or tag; created on
+        first use, the repository too). Returns the commit hash the revision now points to."""
+        self.repos.setdefault(repo_id, {"name": repo_id})
+        self.branches.setdefault(repo_id, {"main"})
+        self.files.setdefault(repo_id, {}).setdefault(revision, {})[path] = bytes(data)
+        return self.commit_of(repo_id, revision)
+
+    def commit_of(self, repo_id: str, revision: str) -> str:
+        """The commit hash a revision of ``repo_id`` points to: a digest of its files (it changes with them)."""
+        digest = hashlib.sha1(f"{repo_id}@{revision}".encode())
+        for path, data in sorted(self.files[repo_id][revision].items()):
+            digest.update(path.encode() + b"\0" + hashlib.sha256(data).digest())
+        return digest.hexdigest()
+
+    def _revision(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
+        for name, files in self.files.get(repo, {}).items():
+            commit = self.commit_of(repo, name)
+            if revision in (name, commit):
+                return commit, files
+        return None
 
     def __enter__(self) -> FakeHub:
         hub = self
@@ -79,6 +128,9 @@ class FakeHub:
 
             def do_GET(self) -> None:
                 hub._handle(self, "GET")
+
+            def do_HEAD(self) -> None:
+                hub._handle(self, "HEAD")
 
             def do_POST(self) -> None:
                 hub._handle(self, "POST")
@@ -96,10 +148,21 @@ class FakeHub:
 
     # ------------------------------------------------------------------------------------------------ handling
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        path = unquote(urlsplit(handler.path).path)
+        raw_path = urlsplit(handler.path).path
+        path = unquote(raw_path)
         record = Request(method, path, {k.lower(): v for k, v in handler.headers.items()})
         self.requests.append(record)
         body = _read_body(handler)
+        download = self._download(method, raw_path, urlsplit(handler.path).query)
+        if download is not None:
+            record.status = download.status
+            handler.send_response(download.status)
+            for name, value in download.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            if method != "HEAD":
+                handler.wfile.write(download.body)
+            return
         routes = [
             ("POST", r"/api/repos/create", self._create),
             ("POST", r"/api/validate-yaml", self._validate_yaml),
@@ -124,6 +187,79 @@ class FakeHub:
             handler.send_header("X-Error-Message", str(payload["error"]))
         handler.end_headers()
         handler.wfile.write(data)
+
+    # ------------------------------------------------------------------------------------------------ downloads
+    def _download(self, method: str, raw_path: str, query: str) -> Response | None:
+        """The download routes (matched on the raw path: a revision may hold an encoded ``/``); None for others."""
+        parts = [unquote(part) for part in raw_path.strip("/").split("/")]
+        if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
+            return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), method)
+        if method != "GET" or len(parts) < 4 or parts[:2] != ["api", "models"]:
+            return None
+        repo, rest = f"{parts[2]}/{parts[3]}", parts[4:]
+        if rest[:1] == ["tree"] and len(rest) >= 2:
+            return self._tree(repo, rest[1], "/".join(rest[2:]), parse_qs(query))
+        if not rest or (rest[:1] == ["revision"] and len(rest) == 2):
+            return self._info(repo, rest[1] if rest else "main")
+        return None
+
+    def _not_found(self, code: str, message: str, commit: str | None = None) -> Response:
+        data = json.dumps({"error": message}).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data)), "X-Error-Code": code,
+                   "X-Error-Message": message}
+        if commit:
+            headers["X-Repo-Commit"] = commit
+        return Response(404, headers, data)
+
+    def _lookup(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]] | Response:
+        if repo not in self.files:
+            return self._not_found("RepoNotFound", "Repository not found")
+        found = self._revision(repo, revision)
+        if found is None:
+            return self._not_found("RevisionNotFound", f"Invalid rev id: {revision}")
+        return found
+
+    def _resolve(self, repo: str, revision: str, path: str, method: str) -> Response:
+        found = self._lookup(repo, revision)
+        if isinstance(found, Response):
+            return found
+        commit, files = found
+        if path not in files:
+            return self._not_found("EntryNotFound", f"{path} does not exist on {revision!r}", commit)
+        data = files[path]
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
+                   "ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": commit,
+                   "Accept-Ranges": "none"}
+        return Response(200, headers, data)
+
+    def _tree(self, repo: str, revision: str, folder: str, query: dict[str, list[str]]) -> Response:
+        found = self._lookup(repo, revision)
+        if isinstance(found, Response):
+            return found
+        _, files = found
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+        entries, folders = [], set()
+        for path, data in sorted(files.items()):
+            if not path.startswith(prefix):
+                continue
+            rest = path[len(prefix):]
+            if "/" in rest and not recursive:
+                folders.add(prefix + rest.split("/", 1)[0])
+                continue
+            entries.append({"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest(),
+                            "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}})
+        entries += [{"type": "directory", "path": name, "oid": hashlib.sha1(name.encode()).hexdigest()}
+                    for name in sorted(folders)]
+        return _json(entries)
+
+    def _info(self, repo: str, revision: str) -> Response:
+        found = self._lookup(repo, revision)
+        if isinstance(found, Response):
+            return found
+        commit, files = found
+        return _json({"id": repo, "modelId": repo, "sha": commit, "private": False, "disabled": False,
+                      "gated": False, "tags": [], "siblings": [{"rfilename": path} for path in sorted(files)]})
 
     def _refused(self, name: str) -> tuple[int, dict[str, Any]] | None:
         if name in self.refuse:
@@ -193,6 +329,11 @@ class FakeHub:
         oid = hashlib.sha1(body).hexdigest()
         self.commits.append(Commit(repo, rev, header.get("summary", ""), header.get("description", ""), files, oid))
         return 200, {"commitUrl": f"{self.url}/{repo}/commit/{oid}", "commitOid": oid, "success": True}
+
+
+def _json(payload: Any) -> Response:
+    data = json.dumps(payload).encode()
+    return Response(200, {"Content-Type": "application/json", "Content-Length": str(len(data))}, data)
 
 
 def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
