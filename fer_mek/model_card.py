@@ -8,7 +8,9 @@ The metadata (licence, tags, datasets, base model, ``model-index``) is built wit
 and ``EvalResult``.
 
 Entry points: :func:`build_card` (the whole card), :func:`build_card_data` (its YAML metadata),
-:func:`describe_dataset` (what the card says about the data). :mod:`fer_mek.publish` writes and uploads the card.
+:func:`describe_dataset` (what the card says about the data). :mod:`fer_mek.publish` writes and uploads the card. The
+card of a converted checkpoint (weights trained elsewhere, no run) is :mod:`fer_mek.model_card_converted`'s, which
+reuses this module's helpers (this module does not import it).
 
 Reason for its length: one small pure function per section of the card (and per row of its training table, which
 describes every option a run records); split into modules they would only hand the same run to each other.
@@ -355,6 +357,15 @@ def _synthetic_notice(facts: DatasetFacts) -> str:
         > evaluation and publishing work end to end. Do not use it on real faces.""")
 
 
+def _licence_text(facts: DatasetFacts, card_license: str) -> str:
+    """The summary's licence line: the weights follow the training data's terms, the code is Apache-2.0."""
+    if card_license == "other" and "research" in str(facts.license_name):
+        return f"weights for non-commercial research only ({facts.name} terms, below); code (`*.py`): Apache-2.0"
+    if card_license == "apache-2.0":
+        return "Apache-2.0, weights and code"
+    return f"weights: `{card_license}`{' (see the data terms below)' if facts.terms else ''}; code (`*.py`): Apache-2.0"
+
+
 def _summary(run: Run, facts: DatasetFacts, card_license: str) -> str:
     config, results = run.config, run.results or {}
     train_config = results.get("config") or {}
@@ -389,13 +400,7 @@ def _summary(run: Run, facts: DatasetFacts, card_license: str) -> str:
     elif run.checkpoint == BEST and selection.get("best_epoch"):
         run_text += (f" (epoch {selection['best_epoch']} of {epochs}, chosen on validation "
                      f"{_metric_name(selection.get('metric'))})")
-    research_only = card_license == "other" and "research" in str(facts.license_name)
-    if research_only:
-        licence = f"weights for non-commercial research only ({facts.name} terms, below); code (`*.py`): Apache-2.0"
-    elif card_license == "apache-2.0":
-        licence = "Apache-2.0, weights and code"
-    else:
-        licence = f"weights: `{card_license}`{' (see the data terms below)' if facts.terms else ''}; code (`*.py`): Apache-2.0"
+    licence = _licence_text(facts, card_license)
     items = [
         ("Task", f"facial-expression recognition (image classification), {len(run.label_names)} classes"),
         ("Method", method_text),
@@ -490,8 +495,12 @@ def _confusion(run: Run, facts: DatasetFacts, has_image: bool) -> str:
 
 
 def _labels(run: Run) -> str:
-    names = run.label_names
-    weights = (run.results or {}).get("balance_weights") or []
+    return _labels_text(run.label_names, (run.results or {}).get("balance_weights") or [],
+                        run.config.get("balance_weight_rule"))
+
+
+def _labels_text(names: Sequence[str], weights: Sequence[float], rule: str | None) -> str:
+    """The classes section: ``config.id2label`` in order, with the MEK balance weight of each class when known."""
     header: tuple[str, ...] = ("index", "label")
     rows: list[tuple[Any, ...]] = [(i, f"`{name}`") for i, name in enumerate(names)]
     text = (f"The classes of `config.id2label`, in {_label_order(names)}. `pipeline` returns these names, and "
@@ -500,7 +509,7 @@ def _labels(run: Run) -> str:
         header += ("MEK balance weight",)
         rows = [(*row, format_metric(float(w), 3)) for row, w in zip(rows, weights, strict=True)]
         rule = ("`w_c = (1 / n_c) K / Σ_j (1 / n_j)` (inverse frequency normalised to mean 1, MEK-CV's rule)"
-                if run.config.get("balance_weight_rule") == "mean1" else "`w_c = N / (10 n_c)`")
+                if rule == "mean1" else "`w_c = N / (10 n_c)`")
         text += (f" The balance weight {rule} of a class comes from its number of training images: "
                  "the rarer the class, the more MEK's two terms favour it.")
     return f"{_wrap(text)}\n\n{_table(header, rows, 'rl' + 'r' * (len(header) - 2))}"

@@ -1,4 +1,4 @@
-"""Publish a training run as a Hugging Face Hub model repository: assemble, verify, upload.
+"""Publish a training run, or a converted checkpoint, as a Hugging Face Hub model repository: assemble, verify, upload.
 
 A run folder written by the trainer (:mod:`fer_mek.runs` describes it) becomes a folder that anyone can load with
 ``AutoModelForImageClassification.from_pretrained(repo_id)`` (with ``fer_mek`` installed) or with
@@ -8,10 +8,15 @@ A run folder written by the trainer (:mod:`fer_mek.runs` describes it) becomes a
     configuration_mek.py, modeling_mek.py, image_processing_mek.py, losses.py, labels.py,
     README.md (the model card), confusion_matrix.png, training_curves.png, results.json
 
-After timm's ``timm/models/_hub.py``: the card is built by the pure functions of :mod:`fer_mek.model_card`, the
-folder is checked by :mod:`fer_mek.verify` (reloaded with the package and, where ``fer_mek`` cannot be imported, with
-``trust_remote_code=True``: its logits on a few validation images must equal those of the run's checkpoint) before
-anything is written or uploaded, and this module writes and uploads it. Upload is ``create_repo(exist_ok=True)`` and
+A converted checkpoint (a ``save_pretrained`` folder with ``conversion.json``, written by fer-mek's converter from
+weights trained elsewhere) has no training run and no ``results.json``: it is published with its ``conversion.json``
+and a card that gives the figures its source reports, marked unverified (:mod:`fer_mek.model_card_converted`).
+
+After timm's ``timm/models/_hub.py``: the card is built by the pure functions of :mod:`fer_mek.model_card` (and
+:mod:`fer_mek.model_card_converted`), the folder is checked by :mod:`fer_mek.verify` (reloaded with the package and,
+where ``fer_mek`` cannot be imported, with ``trust_remote_code=True``: its logits on a few validation images, or
+generated faces for a folder without a run, must equal those of the run's checkpoint) before anything is written or
+uploaded, and this module writes and uploads it. Upload is ``create_repo(exist_ok=True)`` and
 one ``create_commit``. The token comes from huggingface_hub's usual sources (``HF_TOKEN``, ``hf auth login``); this
 module never reads, prints or writes it.
 
@@ -35,7 +40,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .model_card import CardTemplateError, build_card, describe_dataset, format_metric
-from .runs import BEST, CONFUSION_MATRIX, LAST, MODEL_FILES, RESULTS, TRAINING_CURVES, Run, RunError, load_run
+from .model_card_converted import (
+    ConversionRecordError,
+    build_converted_card,
+    converted_dataset_facts,
+    reported_figures,
+)
+from .runs import (
+    BEST,
+    CONFUSION_MATRIX,
+    CONVERSION,
+    LAST,
+    MODEL_FILES,
+    RESULTS,
+    TRAINING_CURVES,
+    Run,
+    RunError,
+    load_run,
+    read_conversion,
+)
 from .verify import VerificationError, VerificationReport, verification_images, verify_folder
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
@@ -46,6 +69,7 @@ __all__ = [
     "PublishResult",
     "assemble",
     "build_parser",
+    "conversion_of",
     "main",
     "public_results",
     "publish",
@@ -67,7 +91,7 @@ def _one_error(function: _Function) -> _Function:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except (RunError, CardTemplateError, VerificationError) as error:
+        except (RunError, CardTemplateError, ConversionRecordError, VerificationError) as error:
             raise PublishError(str(error)) from error
 
     return wrapper  # type: ignore[return-value]
@@ -115,6 +139,16 @@ def public_results(results: Any) -> Any:
     return results
 
 
+def conversion_of(run: Run) -> dict[str, Any] | None:
+    """The ``conversion.json`` of a converted checkpoint (a bare ``save_pretrained`` folder that holds one), else
+    ``None`` (a training run, or a model folder of unknown origin).
+
+    Raises:
+        RunError: The file is unreadable or of a newer schema.
+    """
+    return read_conversion(run.model_dir) if run.checkpoint is None else None
+
+
 def assemble(
     run: Run,
     folder: str | os.PathLike,
@@ -128,13 +162,16 @@ def assemble(
 
     The model files are copied unchanged from the run's checkpoint (weights, ``config.json``,
     ``preprocessor_config.json`` and the ``*.py`` remote code saved with them, i.e. the code the run was evaluated
-    with); the card, ``results.json`` and the figures are added when the run's results apply to these weights.
+    with); the card, ``results.json`` and the figures are added when the run's results apply to these weights. A
+    converted checkpoint (:func:`conversion_of`) gets its ``conversion.json`` (local paths reduced to their last
+    component) and the card of :func:`fer_mek.model_card_converted.build_converted_card`.
 
     Returns:
         The relative paths written, sorted.
 
     Raises:
         CardTemplateError: The card template is missing or its markers are not the expected ones.
+        ConversionRecordError: A converted checkpoint's ``conversion.json`` reports a figure that is not a fraction.
     """
     folder = Path(folder)
     names: list[str] = []
@@ -143,6 +180,15 @@ def assemble(
         if source.is_file() and (is_weights or source.name in MODEL_FILES or source.suffix == ".py"):
             shutil.copyfile(source, folder / source.name)
             names.append(source.name)
+    conversion = conversion_of(run)
+    if conversion is not None:
+        published = public_results(conversion)
+        (folder / CONVERSION).write_text(json.dumps(published, indent=2, default=str) + "\n", encoding="utf-8")
+        processor_config = json.loads((run.model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+        card = build_converted_card(published, run.config, repo_id, processor_config=processor_config,
+                                    template=template, revision=revision, license=license)
+        (folder / "README.md").write_text(str(card), encoding="utf-8")
+        return sorted([*names, CONVERSION, "README.md"])
     has_matrix = has_curves = False
     if run.test is not None:
         published = public_results(json.loads((run.path / RESULTS).read_text()))
@@ -264,15 +310,43 @@ class PublishResult:
     repo_url: str | None = None
 
 
-def _default_commit_message(run: Run) -> str:
+def _source_reference(conversion: dict[str, Any]) -> str:
+    """``REPO_ID/FILENAME[@REVISION]`` of a converted checkpoint's source, or its file name."""
+    source = conversion.get("source") or {}
+    name = str(source.get("filename") or "a checkpoint file")
+    if source.get("repo_id"):
+        revision = source.get("revision")
+        return f"{source['repo_id']}/{name}" + (f"@{revision}" if revision and revision != "main" else "")
+    return Path(name.replace("\\", "/")).name
+
+
+def _default_commit_message(run: Run, conversion: dict[str, Any] | None = None) -> str:
+    if conversion is not None:
+        return f"Upload converted checkpoint {_source_reference(conversion)}"
     checkpoint = f" ({run.checkpoint} checkpoint)" if run.checkpoint else ""
     return f"Upload fer-mek run {run.name}{checkpoint}"
 
 
-def _commit_description(run: Run, report: VerificationReport) -> str:
+def _reported_line(run: Run, conversion: dict[str, Any]) -> str:
+    """The commit description's line about a converted checkpoint's figures."""
+    reported = reported_figures(conversion)
+    if reported is None:
+        return (f"Converted from {_source_reference(conversion)}; its source reports no test figures and fer-mek "
+                "measured none.")
+    facts = converted_dataset_facts(conversion, run.label_names)
+    figures = ", ".join(f"{label} {format_metric(reported[key])}" for key, label in
+                        (("accuracy", "accuracy"), ("mean_class_accuracy", "mean-class accuracy")) if key in reported)
+    where = f" ({reported['where']})" if reported.get("where") else ""
+    return (f"Converted from {_source_reference(conversion)}. Reported by the source, not measured by fer-mek "
+            f"({facts.name} {facts.split}): {figures}{where}.")
+
+
+def _commit_description(run: Run, report: VerificationReport, conversion: dict[str, Any] | None = None) -> str:
     facts = describe_dataset(run.results)
     lines = []
-    if run.test is not None:
+    if conversion is not None:
+        lines.append(_reported_line(run, conversion))
+    elif run.test is not None:
         what = "synthetic test split" if facts.synthetic else f"{facts.name} {facts.split}"
         test = {key: format_metric(run.test[key]) for key in ("accuracy", "mean_class_accuracy", "macro_f1")}
         lines.append(f"Test ({what}): accuracy {test['accuracy']}, mean-class accuracy "
@@ -306,7 +380,8 @@ def publish(
     """Assemble, verify and (unless ``dry_run``) upload a training run.
 
     Args:
-        run_dir: The run folder (the training's ``--output-dir``) or a bare ``save_pretrained`` folder.
+        run_dir: The run folder (the training's ``--output-dir``), a converted checkpoint (a ``save_pretrained``
+            folder with ``conversion.json``) or a bare ``save_pretrained`` folder.
         repo_id: ``USER/NAME`` or ``ORG/NAME``.
         checkpoint: ``"best"`` or ``"last"``.
         private: Create the repository private (an existing repository keeps its visibility).
@@ -315,7 +390,8 @@ def publish(
         output_dir: Where to write the folder; required for a dry run, optional otherwise (a record of what was
             uploaded). Written atomically: complete or not at all.
         overwrite: Replace an existing non-empty ``output_dir``.
-        allow_no_results: Publish weights without test results (the card then makes no accuracy claim).
+        allow_no_results: Publish weights without test results (the card then makes no accuracy claim). Not needed
+            for a converted checkpoint whose ``conversion.json`` reports its source's figures.
         commit_message: Commit title; default names the run and checkpoint.
         card_template: The card template (a ``MODEL_CARD.md``); default the one packaged with fer-mek
             (:func:`fer_mek.model_card.default_card_template`).
@@ -340,7 +416,13 @@ def publish(
     if revision is not None and not revision.strip():
         raise PublishError("--revision must name a branch, e.g. --revision main")
     run = load_run(run_dir, checkpoint)
-    if run.test is None and not allow_no_results:
+    conversion = conversion_of(run)
+    reported = reported_figures(conversion) if conversion is not None else None
+    if run.test is None and reported is None and not allow_no_results:
+        if conversion is not None:
+            raise PublishError(f"{run.path / CONVERSION} reports no test figures of the source and fer-mek measured "
+                               "none. A published model should come with its test results; pass --allow-no-results "
+                               "to publish it without any accuracy claim")
         raise PublishError(f"{run.no_test_reason}. A published model should come with its test results; finish the "
                            "run's evaluation, or pass --allow-no-results to publish it without any accuracy claim")
     if output_dir is not None:
@@ -355,8 +437,13 @@ def publish(
     if not dry_run:
         _check_can_upload()  # before the slow part: fail early when the upload cannot happen
 
-    echo(f"run {run.path} ({run.checkpoint or 'model folder'}): "
-         + ("test results apply" if run.test is not None else f"no test results ({run.no_test_reason})"))
+    if conversion is not None:
+        echo(f"converted checkpoint {run.path} (from {_source_reference(conversion)}): "
+             + ("the figures its source reports (conversion.json; not measured by fer-mek)" if reported is not None
+                else "no reported figures"))
+    else:
+        echo(f"run {run.path} ({run.checkpoint or 'model folder'}): "
+             + ("test results apply" if run.test is not None else f"no test results ({run.no_test_reason})"))
     images, images_source = verification_images(run, source=verify_on)
 
     def build(staging: Path) -> tuple[list[str], VerificationReport]:
@@ -370,9 +457,9 @@ def publish(
 
     def push(folder: Path, report: VerificationReport) -> CommitInfo:
         echo(f"uploading to {repo_id}" + (f" (branch {revision})" if revision and revision != "main" else "") + " ...")
-        return upload(folder, repo_id, commit_message=commit_message or _default_commit_message(run),
-                      commit_description=_commit_description(run, report), private=private, revision=revision,
-                      endpoint=endpoint)
+        return upload(folder, repo_id, commit_message=commit_message or _default_commit_message(run, conversion),
+                      commit_description=_commit_description(run, report, conversion), private=private,
+                      revision=revision, endpoint=endpoint)
 
     if output_dir is not None:
         with atomic_directory(output_dir, overwrite=overwrite) as staging:
@@ -397,7 +484,8 @@ def publish(
 
 # ------------------------------------------------------------------------------------------------- command line
 _DESCRIPTION = """\
-Publish a training run on the Hugging Face Hub: ``python scripts/push.py --run RUN_DIR --repo-id USER/NAME``.
+Publish a training run, or a converted checkpoint, on the Hugging Face Hub:
+``python scripts/push.py --run RUN_DIR --repo-id USER/NAME``.
 
 The run's checkpoint becomes a model repository that loads with ``AutoModelForImageClassification`` (with the
 fer-mek package, or with ``trust_remote_code=True`` without it) and ``pipeline("image-classification")``:
@@ -405,13 +493,19 @@ fer-mek package, or with ``trust_remote_code=True`` without it) and ``pipeline("
     model.safetensors, config.json, preprocessor_config.json, the model code (*.py), README.md (the model card,
     generated from MODEL_CARD.md and results.json), confusion_matrix.png, training_curves.png, results.json
 
-Before uploading, the folder is reloaded both ways and must give the run's logits on a few validation images;
-otherwise nothing is pushed. Runs without test results are refused unless --allow-no-results.
+A converted checkpoint (scripts/convert_checkpoint.py's output: a model folder with conversion.json) is published
+with its conversion.json, and its card gives the figures its source reports, marked unverified (not measured by
+fer-mek), with the source's training and serving settings and the command that re-measures them.
+
+Before uploading, the folder is reloaded both ways and must give the run's logits on a few validation images
+(generated faces for a folder without a run); otherwise nothing is pushed. Runs without test results (and converted
+checkpoints whose source reports none) are refused unless --allow-no-results.
 
 Log in first (`hf auth login`) or set HF_TOKEN; the token is never printed or written. Examples:
 
     python scripts/push.py --run runs/rafdb-resnet18-imagenet --repo-id alice/fer-mek-rafdb-resnet18
     python scripts/push.py --run runs/fer-mek --repo-id alice/fer-mek-demo --dry-run --output-dir hub-preview
+    python scripts/push.py --run mek-resnet18-rafdb --repo-id alice/mek-resnet18-rafdb-msceleb   # a converted folder
 """
 
 
@@ -419,7 +513,8 @@ def build_parser(template: str | os.PathLike | None = None) -> argparse.Argument
     """The command-line options of :func:`main` (``template``: the default of ``--card-template``)."""
     parser = argparse.ArgumentParser(description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, metavar="RUN_DIR",
-                        help="the run folder (scripts/train.py --output-dir), or a save_pretrained folder")
+                        help="the run folder (scripts/train.py --output-dir), a converted checkpoint folder (with "
+                             "conversion.json), or a save_pretrained folder")
     parser.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the Hub model id, e.g. alice/fer-mek")
     parser.add_argument("--checkpoint", choices=(BEST, LAST), default=BEST,
                         help="which checkpoint of the run to publish (default: best, the one evaluated on test)")
@@ -432,7 +527,8 @@ def build_parser(template: str | os.PathLike | None = None) -> argparse.Argument
                         help="where to write the folder (required with --dry-run; otherwise a record of the upload)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     parser.add_argument("--allow-no-results", action="store_true",
-                        help="publish a checkpoint without test results (the card then claims no accuracy)")
+                        help="publish a checkpoint without test results (the card then claims no accuracy); a "
+                             "converted checkpoint whose conversion.json reports its source's figures needs no flag")
     parser.add_argument("--commit-message", metavar="TEXT", help="commit title (default names the run)")
     parser.add_argument("--card-template", metavar="PATH", default=None if template is None else str(template),
                         help="the human-written part of the card (default: "

@@ -2,8 +2,10 @@
 
 The folder is reloaded with the package (Auto classes and ``pipeline``) and, in a subprocess where ``fer_mek``
 cannot be imported (:mod:`fer_mek.remote_code_check`), with ``trust_remote_code=True``; its logits on a few of the
-run's validation images must equal those of the run's own checkpoint. :func:`fer_mek.publish.publish` runs this
-before anything is written or uploaded. Importing this module has no side effect.
+run's validation images (generated faces for a folder without a run, e.g. a converted checkpoint: the check compares
+two loadings of the same weights) must equal those of the run's own checkpoint. A converted checkpoint's
+``conversion.json`` must state the serving settings its image processor applies. :func:`fer_mek.publish.publish`
+runs this before anything is written or uploaded. Importing this module has no side effect.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import remote_code_check
-from .runs import Run
+from .runs import Run, read_conversion
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from PIL import Image
@@ -98,7 +100,12 @@ def verification_images(run: Run, count: int = NUM_VERIFY_IMAGES, source: str = 
         return [images[i]["image"] for i in range(min(count, len(images)))], where
     size = int(run.config.get("image_size") or 112)
     images = [render_face(i % 7, max(size, 16), seed=[20231110, i]) for i in range(count)]
-    reason = "" if source == "synthetic" else " (the run's validation images are not available here)"
+    if source == "synthetic":
+        reason = ""
+    elif options is None:
+        reason = " (a model folder without a training run: it has no validation images of its own)"
+    else:
+        reason = " (the run's validation images are not available here)"
     return images, f"{count} generated synthetic faces{reason}"
 
 
@@ -148,6 +155,28 @@ def _check_config(folder: Path, run: Run) -> None:
                                 "image processor with MEKImageProcessor.save_pretrained")
     if run.results and run.results.get("label_names") and run.results["label_names"] != run.label_names:
         raise VerificationError("config.json's id2label differs from results.json's label_names")
+
+
+def _check_conversion(folder: Path, processor: Any) -> str | None:
+    """A converted checkpoint's ``conversion.json`` must record the serving settings its image processor applies
+    (the card states the processor's); returns the check's line, ``None`` for a folder without the file."""
+    from .model_card_converted import serving_settings
+
+    try:
+        conversion = read_conversion(folder)
+    except ValueError as error:  # RunError: unreadable, or a newer schema
+        raise VerificationError(str(error)) from error
+    if conversion is None:
+        return None
+    applied = serving_settings(processor.to_dict())
+    recorded = conversion.get("serving") or {}
+    differ = [f"{key}: {value!r} recorded, {applied[key]!r} served" for key, value in recorded.items()
+              if key in applied and value != applied[key]]
+    if differ:
+        raise VerificationError(f"conversion.json's serving settings differ from preprocessor_config.json's "
+                                f"({', '.join(differ)}); the card would describe a model served otherwise. Convert "
+                                "the checkpoint again")
+    return f"conversion.json: serving settings match the image processor ({len(recorded)} recorded)"
 
 
 def verify_folder(
@@ -204,6 +233,7 @@ def verify_folder(
         raise VerificationError(f"the assembled folder does not load with fer_mek installed: {error}") from error
     if not isinstance(processor, MEKImageProcessor):
         raise VerificationError(f"AutoImageProcessor loads {type(processor).__name__}, not MEKImageProcessor")
+    conversion_check = _check_conversion(folder, processor)
     for auto, expected, model in models:
         if type(model) is not expected:
             raise VerificationError(f"{auto.__name__} loads {type(model).__name__}, expected {expected.__name__}")
@@ -240,4 +270,6 @@ def verify_folder(
         _compare(f"remote code, {name}", remote[name]["logits"], reference, report)
     _check_pipeline("remote code, pipeline", remote["pipeline"], reference, labels)
     report.checks.append("remote code, pipeline: same labels and scores")
+    if conversion_check:
+        report.checks.append(conversion_check)
     return report
