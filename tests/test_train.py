@@ -134,6 +134,9 @@ def test_resume_after_a_stop_mid_epoch_gives_the_same_weights(tmp_path, settings
     assert selected(resumed_results) == selected(straight_results)
     if settings == "weighted-sampler-early-stopping":
         assert len(resumed_results["history"]) < 5  # stopped early, at the same epoch as the uninterrupted run
+        # Resuming a run that early stopping ended trains no further epoch (its checkpoint says it stopped).
+        again = train.main([*common, "--resume", "--output-dir", str(tmp_path / "straight")])
+        assert again["history"] == straight_results["history"]
     if settings == "official-schedule-per-sample":
         assert resumed_results["selection"]["checkpoint"] == "last" and len(resumed_results["history"]) == 2
     straight = load_file(tmp_path / "straight" / "last" / "model.safetensors")
@@ -221,6 +224,16 @@ def test_output_folder_of_another_run_is_refused(tiny_run, tmp_path):
         train.main([*TINY, "--epochs", "1", "--output-dir", str(run)])
     with pytest.raises(ValueError, match=r"different run \(backbone: 'resnet18' -> 'resnet34'\)"):
         train.main([*TINY, "--epochs", "1", "--backbone", "resnet34", "--resume", "--output-dir", str(run)])
+
+
+def test_overwrite_deletes_only_a_run_folder(tmp_path):
+    """--overwrite replaces a run; a folder that holds something else (a dataset, a home folder) is never deleted."""
+    precious = tmp_path / "data"
+    precious.mkdir()
+    (precious / "photo.jpg").write_bytes(b"not a run")
+    with pytest.raises(ValueError, match="holds no fer-mek run"):
+        train.main([*TINY, "--epochs", "1", "--overwrite", "--output-dir", str(precious)])
+    assert (precious / "photo.jpg").read_bytes() == b"not a run"
 
 
 def test_a_backbone_file_that_does_not_fit_stops_before_training(tmp_path):

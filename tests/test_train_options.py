@@ -199,6 +199,13 @@ def test_timm_cosine_per_epoch_is_timms_per_epoch_use():
     assert ours == theirs
 
 
+def test_exponential_decays_once_per_epoch_counted_in_optimizer_steps():
+    """MEK-CV's ExponentialLR(gamma) stepped once per epoch; a function of the optimizer steps (fp16's skipped steps
+    included), so a skipped step cannot move a decay off its epoch boundary."""
+    config = train.parse_config(["--scheduler", "exponential", "--gamma", "0.5", "--epochs", "3"])
+    assert schedule_lrs(config, 7, steps_per_epoch=3) == pytest.approx([1e-3] * 3 + [5e-4] * 3 + [2.5e-4], rel=1e-12)
+
+
 def test_cosine_with_a_floor_and_a_warm_up_start():
     config = train.parse_config(["--scheduler", "cosine", "--epochs", "2", "--warmup-steps", "4", "--warmup-lr",
                                  "1e-4", "--min-lr", "1e-5"])

@@ -32,7 +32,7 @@ from ..data.transforms import (  # the official MEK augmentation
     RE_PROB,
     ROTATION,
 )
-from ..runs import CHECKPOINT, TRAIN_CONFIG, RunError, read_train_config
+from ..runs import CHECKPOINT, RESULTS, TRAIN_CONFIG, RunError, read_train_config
 
 __all__ = [
     "CHOICES",
@@ -527,6 +527,9 @@ def check_run_folder(config: TrainConfig) -> None:
             raise ValueError(f"--resume: {run} holds no run to resume")
         return
     if config.overwrite:
+        if not any((run / name).exists() for name in (TRAIN_CONFIG, CHECKPOINT, RESULTS)):
+            raise ValueError(f"--overwrite: {run} is not empty and holds no fer-mek run ({TRAIN_CONFIG}, {CHECKPOINT}/ "
+                             f"or {RESULTS}); it is not deleted. Choose an empty or new --output-dir")
         return
     if not config.resume:
         raise ValueError(f"{run} already holds a run; pass --resume to continue it, --overwrite to replace it, "

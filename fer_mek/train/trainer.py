@@ -306,6 +306,11 @@ class Trainer:
             return math.ceil(self.config.train_steps / steps_per_epoch)
         return self.config.epochs
 
+    def stopped_early(self) -> bool:
+        """Whether early stopping has ended the run (also when a resumed run's checkpoint says so)."""
+        patience = self.config.early_stopping_patience
+        return bool(patience) and self.state.epochs_without_improvement >= patience
+
     def reached_train_steps(self) -> bool:
         return bool(self.config.train_steps) and self.state.global_step >= self.config.train_steps
 
@@ -476,7 +481,7 @@ class Trainer:
 
         previous = signal.signal(signal.SIGINT, self._on_interrupt) if accelerator.is_main_process else None
         try:
-            while state.epoch < self.num_epochs and not self.interrupted:
+            while state.epoch < self.num_epochs and not self.interrupted and not self.stopped_early():
                 epoch = state.epoch
                 train_stats = self.train_epoch(epoch)
                 if self.interrupted:
@@ -496,7 +501,7 @@ class Trainer:
                     self.print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}")
                 state.epoch, state.step_in_epoch = epoch + 1, 0
                 self.save_checkpoint()
-                if config.early_stopping_patience and state.epochs_without_improvement >= config.early_stopping_patience:
+                if self.stopped_early():
                     self.print(f"early stopping: no {config.select_metric} gain for "
                                f"{config.early_stopping_patience} epochs")
                     break
