@@ -100,6 +100,10 @@ def data_options(args: argparse.Namespace) -> DataOptions:
     """The split to evaluate: the run's data options when ``--model`` is a run's folder (else the defaults), with the
     options given on the command line applied over them."""
     options = DataOptions.from_config(run_config_of_model(args.model))
+    if args.source is not None and args.source != options.source:
+        # Another source than the run's: the run's source-specific options do not carry over.
+        options = DataOptions(val_fraction=options.val_fraction, split_seed=options.split_seed,
+                              val_split=options.val_split)
     return options.replace(source=args.source, data_root=args.data_root, val_fraction=args.val_fraction,
                            split_seed=args.split_seed, synthetic_images=args.synthetic_images,
                            synthetic_image_size=args.synthetic_image_size, val_split=args.val_split,

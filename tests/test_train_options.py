@@ -318,3 +318,22 @@ def test_fp16_gets_the_grad_scaler_growth_interval(monkeypatch):
     (handler,) = seen["kwargs_handlers"]
     assert isinstance(handler, accelerate.utils.GradScalerKwargs) and handler.growth_interval == 100
     assert seen["mixed_precision"] == "fp16"
+
+
+def test_evaluating_on_another_source_drops_the_runs_source_options(tmp_path):
+    """A FER-2013 run (test = PublicTest+PrivateTest) evaluated on RAF-DB: its FER-only option does not follow."""
+    from fer_mek.evaluation import build_parser, data_options
+    from fer_mek.runs import write_train_config
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    write_train_config(run, {"source": "fer2013", "data_root": "/data/fer2013", "fer2013_test": "PublicTest+PrivateTest",
+                             "val_split": "permutation", "split_seed": 42})
+    own = data_options(build_parser().parse_args(["--model", str(run / "best")]))
+    assert (own.source, own.data_root, own.fer2013_test, own.split_seed) == (
+        "fer2013", "/data/fer2013", "PublicTest+PrivateTest", 42)
+    other = data_options(build_parser().parse_args(["--model", str(run / "best"), "--source", "rafdb",
+                                                    "--data-root", "/data/raf"]))
+    assert (other.source, other.data_root, other.fer2013_test, other.val_split) == (
+        "rafdb", "/data/raf", "PrivateTest", "permutation")
+    other.loader_kwargs()  # no FER-only option left to refuse
