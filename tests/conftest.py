@@ -10,6 +10,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -23,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # A small real backbone for fast tests: resnet18 on 32x32 inputs runs in milliseconds on one core.
 TINY_BACKBONE = "resnet18"
 TINY_IMAGE_SIZE = 32
+#: The token of the upload tests: recognisable, so a test can assert it is never printed or written.
+FAKE_TOKEN = "hf_FAKEtokenForTestsOnly0123456789abcdef"
 
 
 @pytest.fixture
@@ -66,3 +69,25 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         MEKForImageClassification(config).eval().save_pretrained(root / name)
         folders[name] = root / name
     return folders
+
+
+@pytest.fixture
+def upload_online(monkeypatch, tmp_path):
+    """Upload tests: online mode towards the loopback hub, a recognisable fake token, and a private HF_HOME and temp dir."""
+    import huggingface_hub.constants
+    from huggingface_hub.utils import close_session
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    close_session()
+    yield scratch
+    close_session()

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from fer_mek.publish import PublishError, main, publish
 from fer_mek.runs import RunError, load_run
 from fer_mek.verify import VerificationReport
 
+from .conftest import FAKE_TOKEN
 from .hub_server import FakeHub
 from .publish_fixtures import EXPECTED_FILES, REPO_ID, images, make_run, reference_logits
-
-FAKE_TOKEN = "hf_FAKEtokenForTestsOnly0123456789abcdef"
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
@@ -219,26 +217,6 @@ def test_synthetic_run_of_the_trainer_is_published_without_fer_claims(tmp_path, 
 
 
 # --------------------------------------------------------------------------------------------------- upload
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    """Online mode towards the loopback hub, a recognisable fake token, and a private HF_HOME and temp dir."""
-    import huggingface_hub.constants
-    from huggingface_hub.utils import close_session
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    close_session()
-    yield scratch
-    close_session()
 
 
 def skip_verification(monkeypatch):
@@ -247,7 +225,7 @@ def skip_verification(monkeypatch):
                         lambda folder, run, pictures, source="", **kw: VerificationReport(source, 0))
 
 
-def test_upload_commits_the_dry_run_folder_and_never_leaks_the_token(rafdb_run, published, online, tmp_path, capfd):
+def test_upload_commits_the_dry_run_folder_and_never_leaks_the_token(rafdb_run, published, upload_online, tmp_path, capfd):
     dry_folder, _, _ = published
     record = tmp_path / "uploaded"
     with FakeHub() as hub:
@@ -271,10 +249,10 @@ def test_upload_commits_the_dry_run_folder_and_never_leaks_the_token(rafdb_run, 
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
     assert not leaks, leaks
     assert not any(FAKE_TOKEN.encode() in content for content in commit.files.values())
-    assert not list(online.iterdir()), "temporary files left behind"
+    assert not list(upload_online.iterdir()), "temporary files left behind"
 
 
-def test_upload_to_a_private_repository_and_a_branch(rafdb_run, online, monkeypatch, capsys):
+def test_upload_to_a_private_repository_and_a_branch(rafdb_run, upload_online, monkeypatch, capsys):
     skip_verification(monkeypatch)
     with FakeHub() as hub:
         assert main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url, "--private",
@@ -293,7 +271,7 @@ def test_upload_to_a_private_repository_and_a_branch(rafdb_run, online, monkeypa
 
 @pytest.mark.parametrize(("endpoint", "status", "hint"), [("commit", 403, "write access"),
                                                           ("create", 401, "hf auth login")])
-def test_refused_upload_is_clear_and_commits_nothing(rafdb_run, online, monkeypatch, capsys, endpoint, status, hint):
+def test_refused_upload_is_clear_and_commits_nothing(rafdb_run, upload_online, monkeypatch, capsys, endpoint, status, hint):
     skip_verification(monkeypatch)
     with FakeHub(refuse={endpoint: (status, "You don't have the rights to create a model under this namespace")}) as hub:
         code = main(["--run", str(rafdb_run), "--repo-id", REPO_ID, "--endpoint", hub.url])
@@ -302,7 +280,7 @@ def test_refused_upload_is_clear_and_commits_nothing(rafdb_run, online, monkeypa
     assert "the Hub refused the upload" in err and str(status) in err and hint in err
     assert "Nothing was committed" in err and "You don't have the rights" in err
     assert hub.commits == []
-    assert not list(online.iterdir()), "temporary files left behind"
+    assert not list(upload_online.iterdir()), "temporary files left behind"
 
 
 # --------------------------------------------------------------------------------------------------- errors

@@ -9,7 +9,6 @@ folders are tiny models built here, the upload goes to the loopback Hub (``tests
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,11 +26,10 @@ from fer_mek.publish import PublishError, main, publish
 from fer_mek.runs import CONVERSION, read_conversion, write_conversion
 from fer_mek.verify import VerificationReport
 
-from .conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
+from .conftest import FAKE_TOKEN, TINY_BACKBONE, TINY_IMAGE_SIZE
 from .hub_server import FakeHub
 
 REPO_ID = "alice/mek-resnet18-rafdb"
-FAKE_TOKEN = "hf_FAKEtokenForTestsOnly0123456789abcdef"
 COMMIT = "3fb255f079b71b128d8bed1cfabd0c9ccd388010"
 MODEL_FILES = {"model.safetensors", "config.json", "preprocessor_config.json", "configuration_mek.py",
                "modeling_mek.py", "image_processing_mek.py", "losses.py", "labels.py"}
@@ -263,7 +261,7 @@ def test_converted_folder_dry_run_needs_no_results_and_is_verified(dry_run, conv
     assert "verified: false" in card and "Converted checkpoint, not trained by fer-mek" in flat(card)
 
 
-def test_converted_folder_is_uploaded_with_its_card_and_conversion_in_one_commit(converted, dry_run, online,
+def test_converted_folder_is_uploaded_with_its_card_and_conversion_in_one_commit(converted, dry_run, upload_online,
                                                                                  tmp_path, capfd):
     from huggingface_hub import ModelCard
 
@@ -342,26 +340,6 @@ def test_verification_refuses_serving_settings_that_differ_from_the_record(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def online(monkeypatch, tmp_path):
-    """Online mode towards the loopback hub, a recognisable fake token, and a private HF_HOME and temp dir."""
-    import huggingface_hub.constants
-    from huggingface_hub.utils import close_session
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    close_session()
-    yield scratch
-    close_session()
 
 
 def test_publish_errors_of_a_conversion_record_are_publish_errors(tmp_path):
