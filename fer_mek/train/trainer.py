@@ -63,6 +63,9 @@ class TrainerState:
         self.best_epoch = -1
         self.epochs_without_improvement = 0
         self.history: list[dict[str, Any]] = []
+        # The running sums of the epoch's losses and its steps so far: a run resumed mid-epoch logs the whole epoch.
+        self.epoch_loss_sums: dict[str, float] = {}
+        self.epoch_steps = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -190,6 +193,11 @@ class Trainer:
         loader_kwargs: dict[str, Any] = {
             "batch_size": config.batch_size, "num_workers": self.num_workers,
             "pin_memory": self.accelerator.device.type == "cuda", "persistent_workers": self.num_workers > 0,
+            # Every new loader iterator draws its workers' base seed from this generator, not from torch's global
+            # one: a resumed run (which starts a new iterator mid-epoch) leaves the global generator, from which
+            # dropout and drop-path draw on a CPU, exactly where the uninterrupted run has it. Samples are augmented
+            # from (seed, epoch, index) whatever the worker seeds are.
+            "generator": torch.Generator().manual_seed(config.seed),
         }
         weights = None
         if config.balanced_sampler:
@@ -429,8 +437,10 @@ class Trainer:
         # accelerate's loaders push their own epoch counter into the sampler at every iteration (and the loader of
         # skip_first_batches starts it at 0): set it on the loader that is iterated.
         loader.set_epoch(epoch)
-        sums = {"loss": 0.0, "smooth_label_loss": 0.0, "attention_loss": 0.0}
-        seen = 0
+        if not self.state.step_in_epoch or not self.state.epoch_loss_sums:  # a new epoch (or an older checkpoint)
+            self.state.epoch_loss_sums = {"loss": 0.0, "smooth_label_loss": 0.0, "attention_loss": 0.0}
+            self.state.epoch_steps = 0
+        sums = self.state.epoch_loss_sums
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", initial=self.state.step_in_epoch,
                         total=len(self.train_loader), disable=not accelerator.is_local_main_process, leave=False)
         for batch in progress:
@@ -440,7 +450,7 @@ class Trainer:
                 value = getattr(outputs, key, None)
                 if value is not None:
                     sums[key] += float(value.detach())  # also waits for the device: step_times are real
-            seen += 1
+            self.state.epoch_steps += 1
             self.step_times.append(time.perf_counter())
             if accelerator.sync_gradients:
                 self.state.global_step += 1
@@ -456,7 +466,7 @@ class Trainer:
                         or self.reached_train_steps()):
                     break
         progress.close()
-        return {f"train_{k}": v / max(seen, 1) for k, v in sums.items() if v or k == "loss"}
+        return {f"train_{k}": v / max(self.state.epoch_steps, 1) for k, v in sums.items() if v or k == "loss"}
 
     def setup(self) -> None:
         """Run folder, data, model, loaders, optimizer and scheduler: everything before the first step."""
