@@ -2,7 +2,7 @@
 it receives.
 
 No pip-installable Hub server exists, so the publishing and conversion tests point ``HfApi(endpoint=hub.url)`` /
-``hf_hub_download(..., endpoint=hub.url)`` at this one::
+``hf_hub_download(..., endpoint=hub.url)`` at this one (# offline: loopback only)::
 
     with FakeHub() as hub:
         HfApi(endpoint=hub.url).create_repo("alice/model", exist_ok=True)
@@ -11,7 +11,7 @@ No pip-installable Hub server exists, so the publishing and conversion tests poi
 
         hub.add_file("alice/model", "weights.pth", data)               # on branch main
         hub.add_file("alice/model", "weights.pth", other, revision="v1")  # another branch or tag
-        hf_hub_download("alice/model", "weights.pth", endpoint=hub.url)
+        hf_hub_download("alice/model", "weights.pth", endpoint=hub.url)  # offline: the loopback Hub
 
 Upload endpoints: ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST /api/models/{id}/preupload/{rev}``
 (every file is "regular": its content travels base64-encoded in the commit), ``POST /api/models/{id}/branch/{branch}``
