@@ -6,8 +6,10 @@ siblings with single-dot relative imports, never ``fer_mek`` itself.
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -74,6 +76,14 @@ class MEKConfig(PreTrainedConfig):
             The classes. Defaults to RAF-DB's seven expressions in RAF-DB order (surprise, fear, disgust, happy,
             sad, angry, neutral).
 
+    Fine-tuning to another label set: `MEKForImageClassification.from_pretrained(folder, id2label=...,
+    label2id=..., ignore_mismatched_sizes=True)` (or `num_labels=...`) keeps every loaded weight except the
+    classifier (the only layer whose shape depends on the classes), which gets `head_init`; a `"conv_bn"` head keeps
+    its loaded `BatchNorm2d` (it normalises features, not classes). The saved `class_counts` / `balance_weights`
+    describe the old classes and are dropped: pass the new training set's `class_counts=[...]` (or
+    `balance_weights=[...]`) to `from_pretrained`, or call `model.set_balance_weights(class_counts)` later;
+    without them the balance weights are uniform (1.0 per class) and a `UserWarning` says so.
+
     Example:
         >>> from fer_mek import MEKConfig, MEKForImageClassification
         >>> config = MEKConfig(backbone="resnet18", class_counts=[1290, 281, 717, 4772, 1982, 705, 2524])
@@ -81,6 +91,10 @@ class MEKConfig(PreTrainedConfig):
     """
 
     model_type = "fer-mek"
+    #: What `transformers.Trainer.prediction_step` leaves out of the predictions: the outputs besides the logits, so
+    #: that `compute_metrics` receives the logits alone (`np.argmax(predictions, axis=1)` works). Not saved.
+    keys_to_ignore_at_inference = ["attention_maps", "pooler_output", "last_hidden_state", "smooth_label_loss",
+                                   "attention_loss"]
 
     def __init__(
         self,
@@ -121,6 +135,43 @@ class MEKConfig(PreTrainedConfig):
         super().__init__(**kwargs)
         self.validate_mek()
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """`PreTrainedConfig.from_dict`, with a new label set and new balance weights taken in before validation.
+
+        transformers builds the config from the saved dict and only then sets keyword arguments such as `id2label`:
+        with another label set the saved `class_counts` would no longer fit. Here the label arguments and
+        `class_counts` / `balance_weights` enter the dict first, and when the classes change, the saved counts and
+        weights (of the old classes) are dropped (see the class docstring).
+        """
+        config_dict = dict(config_dict)
+        new_id2label = _requested_id2label(kwargs, config_dict)
+        if new_id2label is not None:
+            for key in ("num_labels", "id2label", "label2id"):
+                kwargs.pop(key, None)
+            config_dict.pop("num_labels", None)
+            config_dict["id2label"] = new_id2label
+            config_dict["label2id"] = {name: i for i, name in new_id2label.items()}
+        given = {key: kwargs.pop(key) for key in ("class_counts", "balance_weights") if key in kwargs}
+        # The other MEK arguments too, so that they are validated as in MEKConfig(...) (head_init="xavier" raises).
+        config_dict.update({key: kwargs.pop(key) for key in _MEK_ARGUMENTS if key in kwargs})
+        if given:
+            config_dict["class_counts"] = given.get("class_counts")
+            config_dict["balance_weights"] = given.get("balance_weights")
+        elif new_id2label is not None:
+            old = [key for key in ("class_counts", "balance_weights") if config_dict.get(key) is not None]
+            if old:
+                warnings.warn(
+                    f"the new label set ({len(new_id2label)} classes: {', '.join(map(str, new_id2label.values()))}) "
+                    f"replaces the saved one, whose {' and '.join(old)} no longer apply: the balance weights are "
+                    "uniform (1.0 per class); pass class_counts=[...] (train samples per new class) to "
+                    "from_pretrained, or call model.set_balance_weights(class_counts)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            config_dict["class_counts"] = config_dict["balance_weights"] = None
+        return super().from_dict(config_dict, **kwargs)
+
     def validate_mek(self) -> None:
         """Check the MEK arguments; raises `ValueError` saying what to change."""
         import timm  # imported here so that reading a config does not import timm's model zoo eagerly
@@ -157,7 +208,10 @@ class MEKConfig(PreTrainedConfig):
         for name in ("class_counts", "balance_weights"):
             values = getattr(self, name)
             if values is not None and len(values) != self.num_labels:
-                raise ValueError(f"{name} has {len(values)} entries but the model has {self.num_labels} labels")
+                raise ValueError(
+                    f"{name} has {len(values)} entries but the model has {self.num_labels} labels: give one per class, "
+                    "in label order (for a new label set, the new training set's class_counts; see MEKConfig)"
+                )
         if self.class_counts is not None:
             _balance_weights_from_counts(self.class_counts, self.balance_weight_rule)  # raises on a class without samples
         if self.balance_weights is not None and any(not w > 0 for w in self.balance_weights):
@@ -171,6 +225,38 @@ class MEKConfig(PreTrainedConfig):
         if self.class_counts is not None:
             return _balance_weights_from_counts(self.class_counts, self.balance_weight_rule)
         return [1.0] * self.num_labels
+
+
+# MEKConfig's own arguments (those of __init__ besides **kwargs).
+_MEK_ARGUMENTS = tuple(name for name in inspect.signature(MEKConfig.__init__).parameters if name not in ("self", "kwargs"))
+
+
+def _requested_id2label(kwargs: Mapping[str, Any], config_dict: Mapping[str, Any]) -> dict[int, str] | None:
+    """The label set that `num_labels` / `id2label` / `label2id` in `kwargs` ask for, when it differs from the saved
+    one in `config_dict`; else None. `num_labels` alone keeps the saved names when the count is unchanged (as
+    transformers does) and names the classes `LABEL_i` otherwise."""
+    saved = config_dict.get("id2label")
+    saved = None if saved is None else {int(i): name for i, name in saved.items()}
+    if kwargs.get("id2label") is not None:
+        wanted = {int(i): name for i, name in kwargs["id2label"].items()}
+    elif kwargs.get("label2id") is not None:
+        wanted = {int(i): name for name, i in kwargs["label2id"].items()}
+    elif kwargs.get("num_labels") is not None:
+        count = int(kwargs["num_labels"])
+        if saved is not None and len(saved) == count:
+            return None
+        wanted = {i: f"LABEL_{i}" for i in range(count)}
+    else:
+        return None
+    if sorted(wanted) != list(range(len(wanted))):
+        raise ValueError(f"id2label must number the classes 0..{len(wanted) - 1}, got ids {sorted(wanted)}")
+    if kwargs.get("num_labels") is not None and int(kwargs["num_labels"]) != len(wanted):
+        raise ValueError(f"num_labels={kwargs['num_labels']} but id2label / label2id name {len(wanted)} classes")
+    wanted = {i: wanted[i] for i in range(len(wanted))}
+    label2id = kwargs.get("label2id")
+    if label2id is not None and {name: int(i) for name, i in label2id.items()} != {n: i for i, n in wanted.items()}:
+        raise ValueError(f"label2id {dict(label2id)} does not invert id2label {wanted}")
+    return None if wanted == saved else wanted
 
 
 __all__ = ["MEKConfig"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ AUTO_MAP = {
 }
 # The code files a saved folder needs besides this one (their own relative imports are followed).
 _REMOTE_CODE_FILES = ("modeling_mek.py", "image_processing_mek.py")
+
+
+def remote_code_files() -> list[Path]:
+    """The package's own code files that a saved folder needs for ``trust_remote_code=True``: ``modeling_mek.py``,
+    ``image_processing_mek.py`` and every file they import relatively; resolved paths, no duplicates, sorted by name.
+    ``save_pretrained`` copies exactly these."""
+    here = Path(__file__).resolve().parent
+    files = {}
+    for name in _REMOTE_CODE_FILES:
+        for source in [here / name, *map(Path, get_relative_import_files(str(here / name)))]:
+            files[source.name] = source.resolve()
+    return [files[name] for name in sorted(files)]
 
 
 @dataclass
@@ -238,10 +251,8 @@ class MEKPreTrainedModel(PreTrainedModel):
         if not kwargs.get("is_main_process", True):
             return
         save_directory = Path(save_directory)
-        here = Path(__file__).resolve().parent
-        for name in _REMOTE_CODE_FILES:
-            for source in [here / name, *map(Path, get_relative_import_files(str(here / name)))]:
-                shutil.copyfile(source, save_directory / source.name)
+        for source in remote_code_files():
+            shutil.copyfile(source, save_directory / source.name)
         if not (save_directory / "preprocessor_config.json").exists():
             from .image_processing_mek import MEKImageProcessor
 
@@ -275,10 +286,13 @@ class MEKForImageClassification(MEKPreTrainedModel):
 
     ``forward(pixel_values)`` gives logits and attention maps; with ``labels`` the re-balanced smooth-label loss;
     with ``labels`` and ``flipped_pixel_values`` (the exact horizontal flip of ``pixel_values``) the full MEK loss.
+    Trained with labels but without ``flipped_pixel_values`` while ``attention_weight > 0``, it warns once (MEK's
+    attention term is then missing); with ``transformers.Trainer``, ``fer_mek.hf_trainer.MEKDataCollator`` adds them.
     """
 
     def __init__(self, config: MEKConfig):
         super().__init__(config)
+        config.validate_mek()  # attributes set after the config was built (e.g. a new id2label) must still fit
         self.mek = MEKModel(config)
         self.loss_fn = MEKLoss(config.get_balance_weights(), config.smoothing, config.attention_weight)
         self.post_init()
@@ -290,6 +304,21 @@ class MEKForImageClassification(MEKPreTrainedModel):
         self.config.validate_mek()
         weights = torch.tensor(self.config.get_balance_weights(), device=self.loss_fn.balance_weights.device)
         self.loss_fn.balance_weights = weights
+
+    def _warn_without_flipped_images(self) -> None:
+        """Once per model: training with labels but without ``flipped_pixel_values`` drops MEK's attention term."""
+        if getattr(self, "_mek_warned_without_flip", False):
+            return
+        self._mek_warned_without_flip = True
+        warnings.warn(
+            f"MEKForImageClassification is training without flipped_pixel_values: the loss is the smooth-label term "
+            f"alone, without MEK's attention consistency term (attention_weight={self.loss_fn.attention_weight}). "
+            "Pass flipped_pixel_values=pixel_values.flip(-1) (with transformers.Trainer: "
+            "data_collator=fer_mek.hf_trainer.MEKDataCollator()), or build the model with attention_weight=0 to train "
+            "without it",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def forward(
         self,
@@ -332,6 +361,8 @@ class MEKForImageClassification(MEKPreTrainedModel):
             if flipped_pixel_values is not None:
                 flipped_maps = self.mek(flipped_pixel_values).attention_maps
         loss = terms = None
+        if labels is not None and flipped_maps is None and self.training and self.loss_fn.attention_weight > 0:
+            self._warn_without_flipped_images()
         if labels is not None:
             terms = self.loss_fn(
                 output.logits,
@@ -358,4 +389,5 @@ __all__ = [
     "MEKModel",
     "MEKModelOutput",
     "MEKPreTrainedModel",
+    "remote_code_files",
 ]
