@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Tests never reach the network: the Hugging Face Hub is offline for them.
-# accelerate launch gives each process one CPU thread unless told otherwise: a CPU run wants all the cores.
+# accelerate launch gives each process one CPU thread unless told otherwise; the trainer raises a CPU run to its
+# share of the cores anyway (fer_mek.environment.cpu_threads_of_run), and the flag below says the same explicitly.
 CPU_THREADS := $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)))")
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 

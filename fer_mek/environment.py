@@ -1,7 +1,8 @@
 """Where a run or a benchmark ran: CPU cores, library versions, machine, date and source commit, in one record.
 
 The trainer writes :func:`versions` into ``results.json``; the benchmark prints :func:`record`. Both use
-:func:`usable_cores`, the one count of CPU cores fer-mek goes by (worker counts, thread notes, decoding threads).
+:func:`usable_cores`, the one count of CPU cores fer-mek goes by (worker counts, thread counts, decoding threads);
+:func:`cpu_threads_per_process` divides it among the processes of a run.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_state", "machine", "record", "usable_cores", "versions"]
+__all__ = ["cpu_threads_of_run", "cpu_threads_per_process", "git_state", "machine", "record", "usable_cores", "versions"]
 
 
 def usable_cores() -> int:
@@ -21,6 +23,26 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def cpu_threads_per_process(num_processes: int = 1) -> int:
+    """torch threads for each of ``num_processes`` processes that share this machine's CPU: their share of
+    :func:`usable_cores`, at least 1 (``accelerate launch`` gives one thread to a CPU process unless told otherwise)."""
+    return max(1, usable_cores() // max(1, num_processes))
+
+
+def cpu_threads_of_run(num_processes: int = 1, environ: Mapping[str, str] | None = None) -> int | None:
+    """torch threads for a process of a CPU training run: :func:`cpu_threads_per_process`, whatever launched it, or
+    ``None`` (keep torch's count) when the user chose one with ``OMP_NUM_THREADS``.
+
+    ``accelerate launch`` always sets ``OMP_NUM_THREADS`` (1 unless given ``--num_cpu_threads_per_process``) together
+    with ``ACCELERATE_DYNAMO_BACKEND``; there the variable says nothing about the user's wish and the cores are used.
+    To use fewer cores under it, restrict the process's CPUs (``taskset``): :func:`usable_cores` follows them.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("OMP_NUM_THREADS") and "ACCELERATE_DYNAMO_BACKEND" not in environ:
+        return None
+    return cpu_threads_per_process(num_processes)
 
 
 def versions() -> dict[str, str]:
@@ -36,7 +58,7 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import __version__
+    from .version import __version__
 
     return {
         "fer_mek": __version__, "torch": torch.__version__, "timm": timm.__version__,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .io import atomic_file
+
 __all__ = ["plot_confusion_matrix", "plot_training_curves"]
 
 _NORMALIZE = ("true", "pred", "all", None)
@@ -30,20 +31,11 @@ _X_KEYS = ("epoch", "step")
 
 
 def _save_atomic(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
-    """Render ``fig`` as PNG to a temporary file next to ``path`` and move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Render ``fig`` as PNG to a temporary file next to ``path`` and move it into place (ordinary permissions)."""
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    with atomic_file(path, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=dpi)
+    return Path(path)
 
 
 def plot_confusion_matrix(

@@ -5,7 +5,7 @@ re-evaluates its models on the run's own split) and :mod:`fer_mek.publish` (whic
 
     RUN/
         best/, last/             save_pretrained folders (the checkpoint chosen on validation; the final weights)
-        checkpoint/              accelerate state for --resume
+        checkpoint/              state for --resume (fer_mek.train.checkpoint)
         results.json             metrics, class counts, settings, environment (schema: RESULTS_SCHEMA_VERSION)
         train_config.yaml        the resolved training configuration
         confusion_matrix.png     test confusion matrix of the chosen checkpoint
@@ -154,9 +154,9 @@ def write_train_config(run_dir: str | os.PathLike, values: Mapping[str, Any]) ->
     """Write the resolved training configuration of a run as ``train_config.yaml`` (keys in the given order)."""
     import yaml
 
-    path = Path(run_dir) / TRAIN_CONFIG
-    path.write_text(yaml.safe_dump(dict(values), sort_keys=False))
-    return path
+    from .io import atomic_write_text
+
+    return atomic_write_text(Path(run_dir) / TRAIN_CONFIG, yaml.safe_dump(dict(values), sort_keys=False))
 
 
 def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -170,6 +170,8 @@ def read_train_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunError(f"{path} does not exist: {run_dir} is not a training run folder") from None
     except yaml.YAMLError as error:
         raise RunError(f"{path} is not valid YAML ({error}); it was not written by fer-mek's trainer") from error
+    if values is None:
+        raise RunError(f"{path} is empty (a write that did not finish?); restore it, or start the run again")
     if not isinstance(values, dict):
         raise RunError(f"{path} is not a mapping of option: value; it was not written by fer-mek's trainer")
     return values

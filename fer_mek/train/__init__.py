@@ -10,13 +10,16 @@ Pieces: :class:`TrainConfig` (every option, with its help), the packaged recipes
 :func:`list_recipes`, :func:`load_recipe`), :func:`parse_config` (defaults < recipe < command line; ``--print-config``
 prints the result, :func:`format_config`), the sampling (:class:`EpochSampler`, :class:`SeededAugmentation`) and
 schedules (:func:`build_scheduler`, :class:`StepSchedule`), and :class:`Trainer` (``setup`` / ``train_step`` /
-``train_epoch`` / ``evaluate`` / ``run`` / ``finish``, which the benchmark drives step by step). The run folder it
-writes is :mod:`fer_mek.runs`' contract.
+``train_epoch`` / ``evaluate`` / ``run`` / ``finish``, which the benchmark drives step by step), its checkpoints
+(:mod:`fer_mek.train.checkpoint`: written through renames, recovered after a kill, read without unpickling code) and
+the command line (:mod:`fer_mek.train.command`: :func:`main`, :func:`cli_main`). The run folder it writes is
+:mod:`fer_mek.runs`' contract.
 
 Importing this subpackage imports torch, timm and ``datasets`` (not accelerate: the :class:`Trainer` does, when
 created); ``import fer_mek`` does not import it.
 """
 
+from .command import cli_main, main
 from .config import (
     CHOICES,
     RECIPE_DIR,
@@ -33,7 +36,7 @@ from .config import (
 )
 from .sampling import EpochSampler, SeededAugmentation
 from .schedule import StepSchedule, build_scheduler, timm_cosine_lr
-from .trainer import NO_VALIDATION_REASON, Trainer, TrainerState, cli_main, main
+from .trainer import NO_VALIDATION_REASON, Trainer, TrainerState
 
 __all__ = [
     "CHOICES",

@@ -66,7 +66,7 @@ the official MEK hyper-parameters. Runs on one CPU, one GPU or many (``accelerat
 
 Run folder (``--output-dir``):
     best/, last/                 save_pretrained folders (safetensors, config with id2label, preprocessor, code)
-    checkpoint/                  accelerate state for --resume (model, optimizer, scheduler, RNG, sampler, EMA)
+    checkpoint/                  state for --resume (model, optimizer, scheduler, RNG, EMA; no pickle runs code)
     results.json                 validation and test metrics, class counts, balance weights, init, versions, time
     confusion_matrix.png         test confusion matrix of the chosen checkpoint (row-normalised)
     training_curves.png          losses and validation metrics per epoch
@@ -108,7 +108,7 @@ class TrainConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of timm.create_model for the backbone; on the command line a JSON object, e.g. '{\"img_size\": 112, \"patch_size\": 2}' (--drop-path adds drop_path_rate)"})
     head: str = field(default="linear", metadata={"help": "linear (MEK reference) or conv_bn (published MEK ResNet layout)"})
     head_init: str = field(default="pytorch", metadata={"help": "head initialisation: pytorch (PyTorch's default nn.Linear / nn.Conv2d init, as both MEK sources and every fer-mek model so far) or normal (N(0, 0.02) weights, zero bias)"})
-    init: str = field(default="random", metadata={"help": "backbone init: random, timm (timm's default pretrained weights), timm:NAME.TAG (e.g. timm:resnet18.tv_in1k = torchvision IMAGENET1K_V1; needs the Hub or its cache), or a file: a torchvision/timm state_dict (e.g. an MS-Celeb-1M ResNet) or the official MEK Swin checkpoint (start_0.pt)"})
+    init: str = field(default="random", metadata={"help": "initial weights: random, timm (timm's default pretrained weights), timm:NAME.TAG (e.g. timm:resnet18.tv_in1k = torchvision IMAGENET1K_V1; needs the Hub or its cache), a file: a torchvision/timm state_dict (e.g. an MS-Celeb-1M ResNet) or the official MEK Swin checkpoint (start_0.pt), or a saved fer-mek model (a folder such as runs/NAME/best, or a Hub id) with any classes: its backbone loads, its classifier too when the classes are the same, else the classifier starts fresh (fine-tuning to a new label set; results.json says what loaded)"})
     reset_final_norm: bool = field(default=False, metadata={"help": "after --init, reset the backbone's final norm to weight 1 / bias 0 (official MEK Swin: a fresh LayerNorm before the head)"})
     image_size: int = field(default=224, metadata={"help": "input side in pixels (the published recipes use 224)"})
     image_mean: list[float] | None = field(default=None, metadata={"help": "normalisation mean, 3 values (default: ImageNet's); saved with the model, so evaluation and inference use it too"})
@@ -393,10 +393,10 @@ def validate_config(config: TrainConfig, check_paths: bool = True) -> None:
     _validate_model(config)
     _validate_augmentation(config)
     _validate_schedule(config)
-    if not (config.init in ("random", "timm") or config.init.startswith("timm:")) and check_paths and not Path(
-        config.init
-    ).is_file():
-        raise ValueError(f"--init {config.init!r}: not random, timm, nor an existing state_dict file (nor timm:NAME.TAG)")
+    if check_paths:
+        from ..finetune import check_init
+
+        check_init(config.init)  # a backbone file, or a fer-mek model folder / Hub id (fine-tuning)
     if config.init.startswith("timm:") and not config.init[len("timm:"):]:
         raise ValueError("--init timm:NAME.TAG needs a timm model name with its pretrained tag, e.g. "
                          "timm:resnet18.tv_in1k")
@@ -519,6 +519,18 @@ def _validate_schedule(config: TrainConfig) -> None:
                          f"got {config.warmup_epochs}")
 
 
+def _saved_run_options(run: Path) -> dict[str, Any]:
+    """The options a run was started with: the copy saved with its checkpoint (complete with it), else (checkpoints
+    of earlier versions) ``train_config.yaml``."""
+    from .checkpoint import read_checkpoint_config
+
+    try:
+        saved = read_checkpoint_config(run)
+        return saved if saved is not None else read_train_config(run)
+    except RunError as error:
+        raise ValueError(f"--resume: {error}") from error
+
+
 def check_run_folder(config: TrainConfig) -> None:
     """Refuse to mix runs: a non-empty folder needs --resume (same settings) or --overwrite."""
     run = Path(config.output_dir)
@@ -534,14 +546,14 @@ def check_run_folder(config: TrainConfig) -> None:
     if not config.resume:
         raise ValueError(f"{run} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                          "or choose another --output-dir")
-    if not (run / CHECKPOINT).is_dir() or not (run / TRAIN_CONFIG).is_file():
+    if not (run / CHECKPOINT).is_dir() or not ((run / TRAIN_CONFIG).is_file()
+                                                or (run / CHECKPOINT / TRAIN_CONFIG).is_file()):
         raise ValueError(f"--resume: {run} has no {CHECKPOINT}/ and {TRAIN_CONFIG} to resume from")
-    try:
-        saved = read_train_config(run)
-    except RunError as error:
-        raise ValueError(f"--resume: {error}") from error
+    saved = _saved_run_options(run)
     # The synthetic set's options say nothing about a run on another source (and their defaults may change).
-    ignored = RESUMABLE_OPTIONS | {"recipe"} | (_SYNTHETIC_OPTIONS if config.source != "synthetic" else set())
+    # The folder is the run: --output-dir itself may be spelt differently (relative, absolute, moved).
+    ignored = (RESUMABLE_OPTIONS | {"recipe", "output_dir"}
+               | (_SYNTHETIC_OPTIONS if config.source != "synthetic" else set()))
     # An option that a run saved by an older fer-mek lacks had its default then (options are only ever added with
     # the default that keeps the earlier behaviour).
     defaults = _defaults()

@@ -1,4 +1,5 @@
-"""The training loop: :class:`Trainer` (one run, from data to ``results.json``) and the entry point :func:`main`.
+"""The training loop: :class:`Trainer` (one run, from data to ``results.json``); its entry point :func:`main` is in
+:mod:`fer_mek.train.command`, its checkpoints in :mod:`fer_mek.train.checkpoint`.
 
 Moved from ``scripts/train.py``. Runs on one CPU, one GPU or many through accelerate; the run folder it leaves is
 described in :mod:`fer_mek.runs`. Reproducibility: shuffling is a function of ``(seed, epoch)``
@@ -9,7 +10,6 @@ described in :mod:`fer_mek.runs`. Reproducibility: shuffling is a function of ``
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..environment import usable_cores, versions
+from ..environment import cpu_threads_of_run, cpu_threads_per_process, versions
 from ..runs import (
     BEST,
     CHECKPOINT,
@@ -30,24 +30,22 @@ from ..runs import (
     LAST,
     LOGS,
     RESULTS,
+    TRAIN_CONFIG,
     TRAINING_CURVES,
     DataOptions,
     write_results,
     write_train_config,
 )
+from .checkpoint import load_checkpoint, save_checkpoint, saved_options
 from .config import (
     TrainConfig,
     augmentation_options,
-    check_run_folder,
-    parse_command_line,
-    print_resolved_config,
 )
 from .sampling import EpochSampler, SeededAugmentation
 from .schedule import build_scheduler, uses_step_schedule
 from .state import TrainerState
 
-__all__ = ["NO_VALIDATION_REASON", "EpochSampler", "SeededAugmentation", "Trainer", "TrainerState", "build_scheduler",
-           "cli_main", "main"]
+__all__ = ["NO_VALIDATION_REASON", "EpochSampler", "SeededAugmentation", "Trainer", "TrainerState", "build_scheduler"]
 
 #: ``results.json`` ``selection.reason`` of a run without a validation split (``--val-split none``).
 NO_VALIDATION_REASON = "no validation split: the final checkpoint is reported, as the source does"
@@ -85,6 +83,7 @@ class Trainer:
         self.validates = config.val_split != "none"
         self.num_epochs = config.epochs  # with --train-steps: set by build_optimization
         self.interrupted = False
+        self.stop_signal: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM)
         self.step_times: list[float] = []  # perf_counter() after each training step (benchmarks read it)
 
     # -- logging helpers
@@ -93,12 +92,14 @@ class Trainer:
 
     # -- setup
     def prepare_run_folder(self) -> None:
+        from ..io import check_writable, writing
+
         if self.accelerator.is_main_process:
             if self.config.overwrite and self.run_dir.exists():
                 shutil.rmtree(self.run_dir)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            saved = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("resume", "overwrite")}
-            write_train_config(self.run_dir, saved)
+            check_writable(self.run_dir, "the run folder (--output-dir)")
+            with writing(self.run_dir / TRAIN_CONFIG):
+                write_train_config(self.run_dir, saved_options(self.config))
         self.accelerator.wait_for_everyone()
 
     def load_data(self) -> None:
@@ -116,7 +117,8 @@ class Trainer:
 
     def build_model(self) -> None:
         from .. import MEKConfig, MEKForImageClassification, MEKImageProcessor
-        from ..convert import load_backbone_weights, reset_final_norm
+        from ..convert import reset_final_norm
+        from ..finetune import initialize_from
 
         config = self.config
         baseline = config.method == "baseline"
@@ -143,7 +145,8 @@ class Trainer:
         self.model = MEKForImageClassification(model_config)
         self.init_report = {"source": "random"}
         if config.init != "random":
-            self.init_report = load_backbone_weights(self.model, config.init, reset_final_norm=config.reset_final_norm)
+            # A backbone file, timm weights, or a saved fer-mek model with any label set (fer_mek.finetune).
+            self.init_report = initialize_from(self.model, config.init, reset_final_norm=config.reset_final_norm)
         elif config.reset_final_norm:
             self.init_report.update(reset_final_norm(self.model))
         self.processor = MEKImageProcessor.from_model_config(model_config)
@@ -155,7 +158,7 @@ class Trainer:
         a memory map, so on a CPU device workers would just compete with the model; per-sample decoding needs them."""
         if self.config.num_workers >= 0:
             return self.config.num_workers
-        per_process = max(1, usable_cores() // self.accelerator.num_processes)
+        per_process = cpu_threads_per_process(self.accelerator.num_processes)
         if self.config.data_pipeline == "cached":
             return 0 if self.accelerator.device.type == "cpu" else min(2, per_process)
         return min(8, max(1, per_process - 1))
@@ -264,7 +267,6 @@ class Trainer:
             self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
             self.num_epochs = self.epochs_of(self.steps_per_epoch)
             self.scheduler = build_scheduler(config, self.optimizer.optimizer, self.steps_per_epoch, self.num_epochs)
-            self.accelerator.register_for_checkpointing(self.scheduler)
         else:
             # Scheduler steps are optimizer steps of one process; accelerate scales them for N processes.
             self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch,
@@ -282,8 +284,8 @@ class Trainer:
         if config.ema_decay > 0:
             from timm.utils import ModelEmaV3
 
+            # Checkpointed as safetensors by fer_mek.train.checkpoint (not pickled through accelerate).
             self.ema = ModelEmaV3(self.accelerator.unwrap_model(self.model), decay=config.ema_decay)
-            self.accelerator.register_for_checkpointing(self.ema)
 
     def epochs_of(self, steps_per_epoch: int) -> int:
         """Epochs of the run: ``--epochs``, or with ``--train-steps`` as many (optimizer steps of ``steps_per_epoch``
@@ -300,43 +302,29 @@ class Trainer:
     def reached_train_steps(self) -> bool:
         return bool(self.config.train_steps) and self.state.global_step >= self.config.train_steps
 
-    # -- checkpoints
+    # -- checkpoints (fer_mek.train.checkpoint: no pickle of ours, nothing unpickled that could run code)
     def save_checkpoint(self) -> None:
-        """accelerate state + trainer state into checkpoint/, through a staging folder and a rename."""
-        from ..io import replace_directory
-
-        staging = self.run_dir / f".tmp-checkpoint-{self.state.global_step}"
-        if self.accelerator.is_main_process and staging.exists():
-            shutil.rmtree(staging)
-        self.accelerator.wait_for_everyone()
-        try:
-            self.accelerator.save_state(str(staging), safe_serialization=True)
-            if self.accelerator.is_main_process:
-                (staging / "trainer_state.json").write_text(json.dumps(self.state.to_dict(), indent=1))
-                replace_directory(staging, self.run_dir / CHECKPOINT)
-        finally:
-            if self.accelerator.is_main_process and staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
+        """accelerate state + trainer state into checkpoint/, through a staging folder and renames."""
+        save_checkpoint(self)
 
     def load_checkpoint(self) -> None:
-        checkpoint = self.run_dir / CHECKPOINT
-        self.accelerator.load_state(str(checkpoint))
-        self.state.load(json.loads((checkpoint / "trainer_state.json").read_text()))
-        self.print(f"resumed from {checkpoint}: epoch {self.state.epoch + 1}, step {self.state.step_in_epoch} "
-                   f"of {len(self.train_loader)} in that epoch, {self.state.global_step} optimizer steps done")
+        load_checkpoint(self)
+        self.print(f"resumed from {self.run_dir / CHECKPOINT}: epoch {self.state.epoch + 1}, step "
+                   f"{self.state.step_in_epoch} of {len(self.train_loader)} in that epoch, {self.state.global_step} "
+                   "optimizer steps done")
 
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
     def save_model(self, name: str) -> None:
         """best/ or last/: a save_pretrained folder (the EMA weights when EMA is on), written atomically."""
-        from ..io import atomic_directory
+        from ..io import atomic_directory, writing
 
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.eval_model())
-            with atomic_directory(self.run_dir / name, overwrite=True) as staging:
+            with writing(self.run_dir / name, "the model", intact="the folder keeps its previous content"), \
+                    atomic_directory(self.run_dir / name, overwrite=True) as staging:
                 model.save_pretrained(staging, safe_serialization=True)
                 self.processor.save_pretrained(staging)
         self.accelerator.wait_for_everyone()
@@ -466,8 +454,11 @@ class Trainer:
             self.print(f"note: tensorboard is not installed; training curves go to {TRAINING_CURVES} only")
         self.print(self.describe())
         self.warn_single_thread()
+        self.note_skipped_items()
 
-        previous = signal.signal(signal.SIGINT, self._on_interrupt) if accelerator.is_main_process else None
+        # Ctrl-C and SIGTERM (a scheduler's stop, `kill`): finish the step, save a checkpoint, exit.
+        stops = (signal.SIGINT, signal.SIGTERM) if accelerator.is_main_process else ()
+        previous = {signum: signal.signal(signum, self._on_interrupt) for signum in stops}
         try:
             while state.epoch < self.num_epochs and not self.interrupted and not self.stopped_early():
                 epoch = state.epoch
@@ -496,13 +487,13 @@ class Trainer:
                 if config.max_steps and state.global_step >= config.max_steps:
                     break
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if self.interrupted:
             self.save_checkpoint()
             self.print(f"interrupted: checkpoint saved in {self.run_dir / CHECKPOINT}; continue with --resume")
             accelerator.end_training()
-            return {"interrupted": True}
+            return {"interrupted": True, "signal": signal.Signals(self.stop_signal or signal.SIGINT).name}
         if state.best_epoch < 0:
             # No epoch finished (--max-steps inside the first epoch): nothing was selected, nothing is reported.
             accelerator.end_training()
@@ -538,22 +529,44 @@ class Trainer:
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         if self.interrupted:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
-        self.interrupted = True
-        print("\nCtrl-C: finishing the current step, saving a checkpoint, then exiting (Ctrl-C again to abort)",
+        self.interrupted, self.stop_signal = True, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: finishing the current step, saving a checkpoint, then exiting (Ctrl-C again to abort)",
               file=sys.stderr)
 
+    def note_skipped_items(self) -> None:
+        """Say on the console what --skip-bad left out (results.json lists every item under dataset.skipped)."""
+        skipped = self.data_metadata.get("skipped") or []
+        if skipped:
+            first = skipped[0]
+            where = f"{first.get('file')}" + (f", line {first['line']}" if first.get("line") is not None else "")
+            self.print(f"note: {len(skipped)} bad item(s) skipped (--skip-bad), e.g. {where}: {first.get('reason')}; "
+                       f"all are listed in {self.run_dir / RESULTS} under dataset.skipped")
+
+    def use_cpu_cores(self) -> int:
+        """On a CPU, give torch this process's share of the cores (``accelerate launch`` sets one thread unless told
+        otherwise; :func:`fer_mek.environment.cpu_threads_of_run`; the count shows in the start line); returns the
+        count before, to restore."""
+        before = torch.get_num_threads()
+        threads = cpu_threads_of_run(self.accelerator.num_processes)
+        if self.accelerator.device.type == "cpu" and threads is not None:
+            torch.set_num_threads(threads)
+        return before
+
     def warn_single_thread(self) -> None:
-        """`accelerate launch` gives every process one CPU thread unless told otherwise: on a CPU that halves (or
-        worse) the speed of a single-process run without a word."""
+        """Fewer torch threads than this process's share of the cores (OMP_NUM_THREADS, or a caller's
+        torch.set_num_threads): said once, since on a CPU it halves (or worse) the speed without a word."""
         if self.accelerator.device.type != "cpu":
             return
-        spare = usable_cores() // self.accelerator.num_processes
+        spare = cpu_threads_per_process(self.accelerator.num_processes)
         if torch.get_num_threads() < spare:
-            self.print(f"note: {torch.get_num_threads()} CPU thread(s) per process but {spare} core(s) available; "
-                       f"`accelerate launch --num_cpu_threads_per_process {spare}` (or OMP_NUM_THREADS={spare}) "
-                       "uses them all")
+            self.print(f"note: {torch.get_num_threads()} CPU thread(s) per process but {spare} core(s) available "
+                       f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); unset OMP_NUM_THREADS to use "
+                       "them all")
 
     def describe(self) -> str:
+        from ..finetune import describe_init
+
         c = self.config
         counts = ", ".join(f"{n} {k}" for k, n in zip(self.label_names, self.class_counts["train"], strict=True))
         validation = f"{len(self.dataset['validation'])} val" if self.validates else "no validation split"
@@ -561,7 +574,7 @@ class Trainer:
                   else f"{self.num_epochs} epochs x {self.steps_per_epoch} steps")
         return (f"fer-mek training: {c.method} on {c.source} ({len(self.dataset['train'])} train / "
                 f"{validation} / {len(self.dataset['test'])} test), {c.backbone} "
-                f"(init {self.init_report['source']}), {c.image_size}px, {length}, "
+                f"(init {describe_init(self.init_report)}), {c.image_size}px, {length}, "
                 f"lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
                 f"({torch.get_num_threads()} CPU threads each), "
                 f"mixed precision {c.mixed_precision}\ntrain classes: {counts}")
@@ -570,6 +583,7 @@ class Trainer:
         """Evaluate the chosen checkpoint on validation and, once, on test; write results, plots and summary."""
         from .. import MEKForImageClassification
         from ..figures import plot_confusion_matrix, plot_training_curves
+        from ..io import writing
         from ..metrics import format_metrics_table
 
         accelerator, state, config = self.accelerator, self.state, self.config
@@ -608,16 +622,18 @@ class Trainer:
             "history": state.history,
             "config": dataclasses.asdict(self.config),
             "environment": {**versions(), "num_processes": accelerator.num_processes,
-                            "device": str(accelerator.device), "mixed_precision": self.config.mixed_precision,
+                            "device": str(accelerator.device), "cpu_threads": torch.get_num_threads(),
+                            "mixed_precision": self.config.mixed_precision,
                             "tracker": self.tracker, "platform": platform.platform()},
             "train_seconds": round(train_seconds, 1),
         }
         if accelerator.is_main_process:
-            write_results(self.run_dir, results)
-            plot_confusion_matrix(test["confusion_matrix"], self.label_names, self.run_dir / CONFUSION_MATRIX,
-                                  title=f"{self.config.source} test, epoch {state.best_epoch}")
-            plot_training_curves(state.history, self.run_dir / TRAINING_CURVES,
-                                 best_epoch=state.best_epoch if self.validates else None)
+            with writing(self.run_dir, "the results and figures in"):
+                write_results(self.run_dir, results)
+                plot_confusion_matrix(test["confusion_matrix"], self.label_names, self.run_dir / CONFUSION_MATRIX,
+                                      title=f"{self.config.source} test, epoch {state.best_epoch}")
+                plot_training_curves(state.history, self.run_dir / TRAINING_CURVES,
+                                     best_epoch=state.best_epoch if self.validates else None)
             self.print("\n" + "=" * 72)
             if val is not None:
                 self.print(f"run {self.run_dir} — best epoch {state.best_epoch} of {len(state.history)} "
@@ -641,40 +657,3 @@ def _tensorboard_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
-
-
-def main(argv: list[str] | None = None, recipe_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Parse options, check them and the run folder, train. Returns the results (also in results.json).
-
-    Args:
-        argv: Command-line options (default: ``sys.argv[1:]``), e.g. ``["--recipe", "rafdb-resnet18-imagenet",
-            "--data-root", "RAF-DB/basic"]``.
-        recipe_dir: Where recipe names are looked up (default: the packaged recipes).
-
-    Returns:
-        The results of ``results.json``; ``{"interrupted": True}`` after Ctrl-C (a checkpoint was saved), or
-        ``{"finished": False, "global_step": N}`` when ``--max-steps`` stopped the run inside its first epoch.
-        With ``--print-config`` (as with ``--help``) it prints and raises ``SystemExit(0)``: nothing is trained or
-        written.
-
-    Raises:
-        ValueError: A bad option, a run folder in the way, or data that cannot be read (the
-            message says what to change).
-    """
-    config, print_config = parse_command_line(argv, recipe_dir)
-    if print_config:  # like --help: print, then exit 0 (argparse raises SystemExit(0) for --help too)
-        print_resolved_config(config)
-        raise SystemExit(0)
-    check_run_folder(config)
-    return Trainer(config).run()
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """The command line (``scripts/train.py``, ``python -m fer_mek.train``): :func:`main` with its errors as one
-    ``error: ...`` line. Returns the exit status: 0, or 130 when interrupted (a checkpoint was saved)."""
-    try:
-        outcome = main(argv)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 130 if outcome.get("interrupted") else 0
