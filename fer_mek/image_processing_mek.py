@@ -40,6 +40,110 @@ SERVING_DEFAULTS: dict[str, Any] = {
 _OPENCV_HINT = "CLAHE needs OpenCV: install it with `pip install opencv-python-headless` (or `pip install fer-mek`)"
 
 
+# --------------------------------------------------------------------------------------------------------- decoding
+
+#: The EXIF tag of the orientation a camera recorded.
+_EXIF_ORIENTATION = 0x0112
+#: Modes with an alpha band (premultiplied ones included).
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+#: Grey modes of more than 8 bits per pixel: their values are scaled to 8 bits (:func:`array_to_rgb8`), not clipped.
+_WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F"})
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB, the way an image viewer shows it: the one decoding of fer-mek.
+
+    Every path that feeds a model calls it: the per-sample training and evaluation transforms, the pixel cache, the
+    evaluation script, :class:`MEKImageProcessor` (so ``pipeline("image-classification")``) and ``fer-mek predict``
+    (``fer_mek.media.load_image``), so an image gives the same pixels on all of them. The rules, by mode:
+
+    - ``RGB``: returned as it is (the same object): 8-bit RGB and grey images give exactly what PIL's
+      ``convert("RGB")`` gave before this function existed.
+    - ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``RGBX``: PIL's ``convert("RGB")``.
+    - Transparency (``RGBA``, ``RGBa``, ``LA``, ``La``, ``PA``, or any mode with a ``transparency`` key, such as a
+      palette with a transparent entry): composited on white (transformers' ``convert_to_rgb`` does the same).
+    - ``I;16`` (16-bit grey, any byte order): ``value * 255 / 65535``, rounded.
+    - ``I`` (32-bit integer grey): negative values clip to 0; the values are read in the smallest of the ranges
+      0-255, 0-65535 and 0-(2**31 - 1) that holds the image's maximum (8- or 16-bit data stored in 32 bits, as
+      ``datasets`` and older Pillow versions write it, keeps its brightness), scaled to 0-255 and rounded.
+    - ``F`` (32-bit float grey): read as 0-1 when its maximum is at most 1, as 0-255 when at most 255, else as
+      0-maximum; negative values clip to 0; NaN or infinite values are refused.
+    - EXIF orientation is applied first (phone photos; a no-op when there is none or it was applied already, as
+      ``datasets`` and transformers' ``load_image`` do).
+
+    The image is decoded (``load()``) here: truncated data raise here.
+
+    Raises:
+        ValueError: A mode PIL cannot convert, or a float image with NaN / infinite values.
+    """
+    image.load()
+    orientation = image.getexif().get(_EXIF_ORIENTATION)
+    if orientation not in (None, 1):
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    if mode in _WIDE_MODES:
+        return array_to_rgb8(np.asarray(image))
+    try:
+        if mode in _ALPHA_MODES or "transparency" in image.info:
+            rgba = image.convert("LA").convert("RGBA") if mode == "La" else image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
+    except ValueError as error:
+        raise ValueError(f"unsupported pixel mode {mode!r} ({error}); convert the image to 8-bit RGB") from error
+
+
+def array_to_rgb8(array: np.ndarray) -> Image.Image:
+    """An 8-bit RGB image from an array ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA).
+
+    ``uint8`` as it is; other unsigned 16-bit data by 255 / 65535; other integers by the smallest of 255, 65535 and
+    their type's maximum that holds the array's maximum (negatives clip to 0); floats and booleans as 0-1 (maximum at
+    most 1), 0-255 (at most 255) or 0-maximum (negatives clip to 0). Four channels are composited on white. These are
+    :func:`to_rgb8`'s rules for PIL's ``I;16``, ``I`` and ``F`` modes.
+
+    Raises:
+        ValueError: Another shape or dtype, no pixels, or NaN / infinite values.
+    """
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError(f"expected an image array [H, W] or [H, W, 3|4], got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError("image has no pixels")
+    if array.dtype != np.uint8:
+        array = _scaled_to_uint8(array)
+    array = np.ascontiguousarray(array)
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.shape[2] == 4:
+        return to_rgb8(Image.fromarray(array, mode="RGBA"))
+    return Image.fromarray(array, mode="RGB")
+
+
+def _scaled_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Integers and floats of any range to ``uint8`` by the rules of :func:`array_to_rgb8`."""
+    kind = array.dtype.kind
+    if kind in "ui":
+        if kind == "u" and array.dtype.itemsize == 2:
+            high = 65535.0
+        else:
+            peak = int(array.max())
+            high = next(float(top) for top in (255, 65535, np.iinfo(array.dtype).max) if peak <= top)
+    elif kind in "fb":
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("image contains NaN or infinite values")
+        peak = float(array.max())
+        high = 1.0 if peak <= 1.0 else (255.0 if peak <= 255.0 else peak)
+    else:
+        raise ValueError(f"unsupported array dtype {array.dtype}; use uint8 RGB")
+    return (np.clip(array, 0, high).astype(np.float64) * (255.0 / high)).round().astype(np.uint8)
+
+
 # --------------------------------------------------------------------------------------------------------- pixels
 
 
@@ -97,7 +201,7 @@ def apply_serving_steps(
 def _rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     """A contiguous RGB ``uint8`` array ``[H, W, 3]`` from a PIL image or an RGB/grey ``uint8`` array."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        image = np.asarray(to_rgb8(image))
     if image.dtype != np.uint8:
         raise ValueError(
             f"grey-scale and CLAHE work on 8-bit images; got a {image.dtype} array: pass PIL images or uint8 arrays"
@@ -197,7 +301,8 @@ class _ServingStepsFirst:
 class MEKImageProcessor(PilBackend):
     """Preprocessing of MEK models, saved as ``preprocessor_config.json`` beside the weights.
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped); then, when the serving settings ask for
+    PIL images are converted to 8-bit RGB by :func:`to_rgb8` (the decoding of every fer-mek path: transparency on
+    white, 16-bit and float images scaled, EXIF orientation applied); then, when the serving settings ask for
     them, CLAHE (``do_clahe``) and grey-scale (``do_grayscale``) are applied at the image's own resolution, in that
     order (MEK-CV's); the image is resized to ``size`` with bilinear interpolation, rescaled to ``[0, 1]`` and
     normalised with ``image_mean`` / ``image_std`` (ImageNet's by default, like the MEK reference and timm's ResNet /
@@ -221,6 +326,10 @@ class MEKImageProcessor(PilBackend):
       cannot average views, so its probabilities are those of ``--tta none``.
 
     Build the processor that matches a model with :meth:`from_model_config`.
+
+    There is no torchvision variant: torchvision's tensor resize differs from the PIL resize that training, the
+    pixel cache and evaluation use (one grey level in up to 1.5 % of the pixels, measured), so it would not give the
+    model its training pixels. ``fer_mek`` registers this class for both of transformers' backend names.
     """
 
     # Saved folders name this class in their auto_map, so trust_remote_code loading finds it without the package.
@@ -272,7 +381,10 @@ class MEKImageProcessor(PilBackend):
         input_data_format: Any = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """One image in the backend's format (``[C, H, W]``), with CLAHE and grey-scale applied as the settings say."""
+        """One image in the backend's format (``[C, H, W]``), decoded by :func:`to_rgb8` (PIL images, with
+        ``do_convert_rgb``), with CLAHE and grey-scale applied as the settings say."""
+        if do_convert_rgb and isinstance(image, Image.Image):
+            image = to_rgb8(image)
         array = super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format)
         grayscale = kwargs.get("do_grayscale", self.do_grayscale)
         clahe = kwargs.get("do_clahe", self.do_clahe)
@@ -297,8 +409,10 @@ __all__ = [
     "MEKImageProcessorKwargs",
     "apply_clahe",
     "apply_serving_steps",
+    "array_to_rgb8",
     "serving_settings_of",
     "to_grayscale",
+    "to_rgb8",
     "validate_serving_settings",
     "with_pixel_settings",
 ]

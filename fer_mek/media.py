@@ -5,7 +5,8 @@ orientation, CMYK, palettes, 16-bit, transparency) and refuses bad input with a 
 :func:`discover_inputs` expands the files and folders given to ``fer-mek predict``; :func:`iter_video_frames` reads a
 video file or a webcam with OpenCV. Split out of ``fer_mek.inference``, which re-exports these names.
 
-This module imports numpy and PIL; OpenCV is imported when a video or camera is opened.
+This module imports numpy and PIL; the decoding rules (:func:`fer_mek.image_processing_mek.to_rgb8`) are imported when
+an image is loaded, OpenCV when a video or camera is opened.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .faces import import_cv2
 
@@ -54,7 +55,9 @@ def load_image(source: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     """Read an image as 8-bit RGB, the way a viewer shows it.
 
     EXIF orientation is applied (phone photos); CMYK, palette and grayscale images are converted; 16-bit and float
-    images are scaled to 8 bits; transparent images are composited on white.
+    images are scaled to 8 bits; transparent images are composited on white: the rules of
+    :func:`fer_mek.image_processing_mek.to_rgb8`, which training, the pixel cache, evaluation and the image processor
+    share, so that a file gives the model the same pixels on every path.
 
     Args:
         source: A path, encoded bytes, a PIL image or an array (``uint8`` / ``uint16`` / float in ``[0, 1]``, with
@@ -71,7 +74,6 @@ def load_image(source: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) 
     image = source if isinstance(source, Image.Image) else _open_image(source, name, max_pixels)
     _check_size(image, name, max_pixels)
     try:
-        image = ImageOps.exif_transpose(image) or image
         return _to_rgb8(image, name)
     except ImageLoadError:
         raise
@@ -137,53 +139,23 @@ def _check_size(image: Image.Image, name: str, max_pixels: int | None) -> None:
 
 
 def _to_rgb8(image: Image.Image, name: str) -> Image.Image:
-    """Decode and convert to 8-bit RGB (composite transparency on white, scale high bit depths)."""
-    image.load()  # decodes now: truncated / corrupt data raise here
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16/32-bit grayscale: scale, do not clip
-        return _array_to_rgb(np.asarray(image), name)
+    """:func:`fer_mek.image_processing_mek.to_rgb8` (the decoding every path shares), its errors named."""
+    from .image_processing_mek import to_rgb8
+
     try:
-        if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return image.convert("RGB")
+        return to_rgb8(image)
     except ValueError as error:
-        raise ImageLoadError(
-            f"{name}: unsupported pixel mode {mode!r} ({error}); convert the image to 8-bit RGB"
-        ) from error
+        raise ImageLoadError(f"{name}: {error}") from error
 
 
 def _array_to_rgb(array: np.ndarray, name: str) -> Image.Image:
-    """An 8-bit RGB image from a ``[H, W]``, ``[H, W, 1|3|4]`` array (RGB order) of integers or floats."""
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        raise ImageLoadError(f"{name}: expected an image array [H, W] or [H, W, 3|4], got shape {array.shape}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ImageLoadError(f"{name}: image has no pixels")
-    if array.dtype == np.uint8:
-        pass
-    elif array.dtype == np.uint16:
-        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.integer):
-        high = 65535.0 if array.max() > 255 else 255.0  # 32-bit integer storage of 16- or 8-bit data
-        array = (np.clip(array, 0, high).astype(np.float64) * (255.0 / high)).round().astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.floating) or array.dtype == bool:
-        array = array.astype(np.float64)
-        if not np.isfinite(array).all():
-            raise ImageLoadError(f"{name}: image contains NaN or infinite values")
-        high = 1.0 if array.max() <= 1.0 else (255.0 if array.max() <= 255.0 else float(array.max()))
-        array = (np.clip(array, 0.0, high) * (255.0 / high)).round().astype(np.uint8)
-    else:
-        raise ImageLoadError(f"{name}: unsupported array dtype {array.dtype}; use uint8 RGB")
-    if array.ndim == 2:
-        return Image.fromarray(np.ascontiguousarray(array), mode="L").convert("RGB")
-    if array.shape[2] == 4:
-        return _to_rgb8(Image.fromarray(np.ascontiguousarray(array), mode="RGBA"), name)
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+    """:func:`fer_mek.image_processing_mek.array_to_rgb8`, its errors named."""
+    from .image_processing_mek import array_to_rgb8
+
+    try:
+        return array_to_rgb8(array)
+    except ValueError as error:
+        raise ImageLoadError(f"{name}: {error}") from error
 
 
 # --------------------------------------------------------------------------------------------------------- inputs

@@ -93,7 +93,7 @@ def test_augmentation_options_reach_timm(processor) -> None:
     assert "RandAugment" not in text and "RandomErasing" not in text and "RandomRotation" not in text
     assert "ColorJitter" not in text and "RandomResizedCrop" in text
     full = repr(build_train_transform(processor))
-    assert "RandAugment" in full and "RandomErasing" in full and "RandomRotation" in full and "RGB" in full
+    assert "RandAugment" in full and "RandomErasing" in full and "RandomRotation" in full and "to_rgb8" in full
 
 
 def test_grayscale_input_becomes_three_channels(processor) -> None:

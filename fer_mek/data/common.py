@@ -27,6 +27,7 @@ __all__ = [
     "SPLITS",
     "BadInputLog",
     "DataError",
+    "TEXT_ENCODING",
     "VAL_SPLITS",
     "allocate_counts",
     "check_val_split",
@@ -55,6 +56,31 @@ _SKIP_HINT = "To skip such items instead (they are counted and listed in the sum
 
 class DataError(ValueError):
     """Bad input data (layout, file, label, CSV row, split); the message names the item and says how to fix it."""
+
+
+#: How fer-mek reads label lists and CSV files: UTF-8, with or without a byte-order mark (Excel and Notepad write one).
+TEXT_ENCODING = "utf-8-sig"
+
+
+def not_utf8_error(path: str | Path, what: str = "file") -> DataError:
+    """The :class:`DataError` for a text file that is not UTF-8: the first line that does not decode, and the fix.
+
+    Call it when reading ``path`` with :data:`TEXT_ENCODING` raised ``UnicodeDecodeError``.
+    """
+    path = Path(path)
+    where, detail = f"{path}", "is not UTF-8 text"
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode(TEXT_ENCODING if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                where = f"{path}, line {number}"
+                detail = f"is not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+                break
+    return DataError(
+        f"{where}: the {what} {detail}. Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > "
+        f"{path.name}.utf8 && mv {path.name}.utf8 {path.name}` for Latin-1 text), or restore the original file."
+    )
 
 
 @dataclass

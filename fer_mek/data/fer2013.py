@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..labels import FER2013_FOLDER_LABELS, FER2013_LABELS
-from .common import BadInputLog, DataError, check_val_split, finalize, make_split
+from .common import TEXT_ENCODING, BadInputLog, DataError, check_val_split, finalize, make_split, not_utf8_error
 from .folder import find_split_dirs, load_folder_tree
 
 __all__ = ["FER2013_TEST_SPLITS", "FER2013_USAGES", "detect_fer2013_layout", "load_fer2013"]
@@ -150,6 +151,18 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of each CSV record (UTF-8, with or without a byte-order mark); a file that is not
+    UTF-8 raises a :class:`DataError` naming its first bad line."""
+    try:
+        with path.open(newline="", encoding=TEXT_ENCODING) as handle:
+            reader = csv.reader(handle)
+            for record in reader:
+                yield reader.line_num, record
+    except UnicodeDecodeError as error:
+        raise not_utf8_error(path, "FER-2013 CSV") from error
+
+
 def _load_csv(
     path: Path, val_fraction: float, seed: int, test_split: str, skip_bad: bool, val_split: str
 ) -> datasets.DatasetDict:
@@ -157,60 +170,58 @@ def _load_csv(
     test_usages = test_split.split("+")
     rows: dict[str, tuple[list[dict[str, Any]], list[int]]] = {usage: ([], []) for usage in FER2013_USAGES}
     test_rows: tuple[list[dict[str, Any]], list[int]] = ([], [])  # every test usage, in file order
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in ("emotion", "pixels", "Usage") if c not in header]
-        if missing:
-            raise DataError(
-                f"{path}, line 1: missing column(s) {missing} (header {header}); the original fer2013.csv has "
-                "emotion,pixels,Usage. Kaggle's challenge train.csv/test.csv lack Usage (and test.csv the labels): "
-                "use the full fer2013.csv."
+    records = _csv_records(path)
+    header = [h.strip() for h in next(records, (1, []))[1]]
+    missing = [c for c in ("emotion", "pixels", "Usage") if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}, line 1: missing column(s) {missing} (header {header}); the original fer2013.csv has "
+            "emotion,pixels,Usage. Kaggle's challenge train.csv/test.csv lack Usage (and test.csv the labels): "
+            "use the full fer2013.csv."
+        )
+    col = {name: header.index(name) for name in ("emotion", "pixels", "Usage")}
+    for line, record in records:
+        if not record or all(not field.strip() for field in record):
+            continue
+        if len(record) != len(header):
+            bad.report(
+                f"row has {len(record)} fields, expected {len(header)} ({','.join(header)})",
+                hint="Restore the row from the original fer2013.csv or delete it.",
+                file=path,
+                line=line,
             )
-        col = {name: header.index(name) for name in ("emotion", "pixels", "Usage")}
-        for record in reader:
-            line = reader.line_num
-            if not record or all(not field.strip() for field in record):
-                continue
-            if len(record) != len(header):
-                bad.report(
-                    f"row has {len(record)} fields, expected {len(header)} ({','.join(header)})",
-                    hint="Restore the row from the original fer2013.csv or delete it.",
-                    file=path,
-                    line=line,
-                )
-                continue
-            emotion, usage = record[col["emotion"]].strip(), record[col["Usage"]].strip()
-            if not emotion.isdigit() or not 0 <= int(emotion) < len(FER2013_LABELS):
-                key = ", ".join(f"{i}={n}" for i, n in enumerate(FER2013_LABELS))
-                bad.report(
-                    f"unknown emotion {emotion!r} (expected 0-6: {key})",
-                    hint="Fix the label or delete the row.",
-                    file=path,
-                    line=line,
-                )
-                continue
-            if usage not in rows:
-                bad.report(
-                    f"unknown Usage {usage!r} (expected one of {list(FER2013_USAGES)})",
-                    hint="Fix the Usage value or delete the row.",
-                    file=path,
-                    line=line,
-                )
-                continue
-            try:
-                pixels = parse_pixels(record[col["pixels"]])
-            except ValueError as err:
-                bad.report(
-                    str(err), hint="Restore the row from the original fer2013.csv or delete it.", file=path, line=line
-                )
-                continue
-            item = {"bytes": _png(pixels), "path": f"{path.name}:{line}"}
-            rows[usage][0].append(item)
-            rows[usage][1].append(int(emotion))
-            if usage in test_usages:
-                test_rows[0].append(item)
-                test_rows[1].append(int(emotion))
+            continue
+        emotion, usage = record[col["emotion"]].strip(), record[col["Usage"]].strip()
+        if not emotion.isdigit() or not 0 <= int(emotion) < len(FER2013_LABELS):
+            key = ", ".join(f"{i}={n}" for i, n in enumerate(FER2013_LABELS))
+            bad.report(
+                f"unknown emotion {emotion!r} (expected 0-6: {key})",
+                hint="Fix the label or delete the row.",
+                file=path,
+                line=line,
+            )
+            continue
+        if usage not in rows:
+            bad.report(
+                f"unknown Usage {usage!r} (expected one of {list(FER2013_USAGES)})",
+                hint="Fix the Usage value or delete the row.",
+                file=path,
+                line=line,
+            )
+            continue
+        try:
+            pixels = parse_pixels(record[col["pixels"]])
+        except ValueError as err:
+            bad.report(
+                str(err), hint="Restore the row from the original fer2013.csv or delete it.", file=path, line=line
+            )
+            continue
+        item = {"bytes": _png(pixels), "path": f"{path.name}:{line}"}
+        rows[usage][0].append(item)
+        rows[usage][1].append(int(emotion))
+        if usage in test_usages:
+            test_rows[0].append(item)
+            test_rows[1].append(int(emotion))
     train = make_split(*rows["Training"], FER2013_LABELS)
     test = make_split(*test_rows, FER2013_LABELS)
     unused = [usage for usage in ("PublicTest", "PrivateTest") if usage not in test_usages]

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .common import (
+    TEXT_ENCODING,
     BadInputLog,
     DataError,
     check_image,
@@ -21,6 +22,7 @@ from .common import (
     image_extensions,
     make_split,
     map_source_labels,
+    not_utf8_error,
     resolve_label_names,
     stratified_split,
 )
@@ -303,7 +305,10 @@ def _load_any(name_or_path: str | Path, revision: str | None, load_kwargs: dict[
     if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
         loaded = datasets.load_from_disk(str(path))
     else:
-        loaded = datasets.load_dataset(str(name_or_path), revision=revision, **load_kwargs)
+        try:
+            loaded = datasets.load_dataset(str(name_or_path), revision=revision, **load_kwargs)
+        except UnicodeDecodeError as error:  # a label file (metadata.csv / .jsonl) that is not UTF-8
+            raise _not_utf8_label_file(path, error) from error
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict(train=loaded)
     if not isinstance(loaded, datasets.DatasetDict):
@@ -312,6 +317,18 @@ def _load_any(name_or_path: str | Path, revision: str | None, load_kwargs: dict[
             "not supported, load it without streaming=True"
         )
     return loaded
+
+
+def _not_utf8_label_file(path: Path, error: UnicodeDecodeError) -> DataError:
+    """The error for a folder whose label files do not decode: the first such file, its line, and the fix."""
+    if path.is_dir():
+        for candidate in sorted(path.rglob("*")):
+            if candidate.suffix.lower() in (".csv", ".jsonl", ".json", ".txt", ".tsv") and candidate.is_file():
+                try:
+                    candidate.read_text(encoding=TEXT_ENCODING)
+                except UnicodeDecodeError:
+                    return not_utf8_error(candidate, "label file")
+    return DataError(f"{path}: a label file is not UTF-8 text ({error}); save the dataset's metadata files as UTF-8")
 
 
 def load_hub_dataset(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import VAL_SPLITS, format_summary, summarize
+from ..arguments import add_version_argument, positive_int, unit_interval
+from ..io import WriteError, atomic_directory, check_writable, writing
+from .common import TEXT_ENCODING, VAL_SPLITS, format_summary, not_utf8_error, summarize
 from .sources import SOURCES, load_source
 from .synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
 
@@ -45,7 +46,10 @@ def _label_mapping(text: str | None) -> dict[str, str | None] | None:
     if text is None:
         return None
     if Path(text).is_file():
-        text = Path(text).read_text(encoding="utf-8")
+        try:
+            text = Path(text).read_text(encoding=TEXT_ENCODING)
+        except UnicodeDecodeError as error:
+            raise not_utf8_error(text, "--label-mapping file") from error
     if text.lstrip().startswith("{"):
         mapping = json.loads(text)
     else:
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items()))
     parser.add_argument("--output", required=True, type=Path, help="folder for save_to_disk and the summary JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing saved dataset in --output")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train used as validation")
+    parser.add_argument("--val-fraction", type=unit_interval, default=0.1, help="share of train used as validation")
     parser.add_argument(
         "--val-split",
         choices=VAL_SPLITS,
@@ -100,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--label-names", help="folder/hub: class names in index order (comma list) or a label set name")
     group.add_argument("--label-mapping", help="folder/hub: JSON {source: target|null}, a JSON file, or a=b,c= pairs")
     group.add_argument(
-        "--test-fraction", type=float, help="folder/hub: carve a stratified test split when there is none"
+        "--test-fraction", type=unit_interval, help="folder/hub: carve a stratified test split when there is none"
     )
-    group.add_argument("--num-images", type=int, help=f"synthetic: total images (default {SYNTHETIC_NUM_IMAGES})")
-    group.add_argument("--image-size", type=int, help=f"synthetic: image side in pixels (default {SYNTHETIC_IMAGE_SIZE})")
+    group.add_argument("--num-images", type=positive_int, help=f"synthetic: total images (default {SYNTHETIC_NUM_IMAGES})")
+    group.add_argument("--image-size", type=positive_int, help=f"synthetic: image side in pixels (default {SYNTHETIC_IMAGE_SIZE})")
     group.add_argument("--balanced", action="store_true", help="synthetic: equal class sizes instead of RAF-DB's")
     hub = parser.add_argument_group("Hub upload")
     hub.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset (and the summary) to this Hub repo")
     hub.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    add_version_argument(parser)
     return parser
 
 
@@ -122,12 +127,20 @@ def _prepare_output(output: Path, overwrite: bool, root: str | None) -> None:
             raise SystemExit(
                 f"error: {output} does not hold a saved dataset; refusing to delete it, choose another --output"
             )
-        shutil.rmtree(output)
+    check_writable(output.parent, "the folder of --output")  # before a long load, not after it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    try:
+        return _prepare(args)
+    except (ValueError, WriteError) as err:  # DataError included: the message says what to fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _prepare(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "val_fraction": args.val_fraction,
         "seed": args.seed,
@@ -149,16 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.source == "synthetic":
         options.update(num_images=args.num_images, image_size=args.image_size, balanced=args.balanced or None)
     _prepare_output(args.output, args.overwrite, args.root)
-    try:
-        dataset_dict = load_source(args.source, args.root, **options)
-    except ValueError as err:  # DataError included: the message says what to fix, a traceback would not help
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    dataset_dict = load_source(args.source, args.root, **options)
     summary = summarize(dataset_dict)
-    args.output.mkdir(parents=True, exist_ok=True)
-    dataset_dict.save_to_disk(str(args.output))
+    # Written beside --output and renamed into place when complete: a full disk or a kill leaves no half-written
+    # dataset (and an overwritten one intact).
+    with (
+        writing(args.output, "the prepared dataset", intact=f"{args.output} is as it was before"),
+        atomic_directory(args.output, overwrite=True) as staging,
+    ):
+        dataset_dict.save_to_disk(str(staging))
+        (staging / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     summary_path = args.output / SUMMARY_NAME
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(format_summary(summary))
     print(f"saved {args.source} to {args.output} (load with fer_mek.data.load_source('hub', {str(args.output)!r}))")
     print(f"summary: {summary_path}")

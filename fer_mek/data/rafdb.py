@@ -8,7 +8,16 @@ from typing import Any
 import datasets
 
 from ..labels import RAFDB_LABELS
-from .common import BadInputLog, DataError, check_image, check_val_split, finalize, make_split
+from .common import (
+    TEXT_ENCODING,
+    BadInputLog,
+    DataError,
+    check_image,
+    check_val_split,
+    finalize,
+    make_split,
+    not_utf8_error,
+)
 from .folder import find_split_dirs, load_folder_tree
 
 __all__ = ["RAFDB_LABEL_FILE", "detect_rafdb_layout", "load_rafdb"]
@@ -125,71 +134,74 @@ def _load_distributed(
     bad = BadInputLog(skip_bad)
     rows: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
     seen: dict[str, int] = {}
-    with label_file.open(encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+    try:
+        lines = list(enumerate(label_file.read_text(encoding=TEXT_ENCODING).split("\n"), start=1))
+    except UnicodeDecodeError as error:
+        raise not_utf8_error(label_file, "RAF-DB label list") from error
+    for line_no, raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            bad.report(
+                f"expected '<image name> <label 1-7>', got {line!r}",
+                hint="Restore the original label file from the RAF-DB archive.",
+                file=label_file,
+                line=line_no,
+            )
+            continue
+        name, value = parts[0], int(parts[1])
+        split = name.split("_", 1)[0].lower()
+        if split not in rows:
+            bad.report(
+                f"image name {name!r} starts with neither 'train_' nor 'test_', so its split is unknown",
+                hint="RAF-DB basic names are train_NNNNN.jpg / test_NNNN.jpg; fix or remove the line.",
+                file=label_file,
+                line=line_no,
+            )
+            continue
+        if not 1 <= value <= len(RAFDB_LABELS):
+            bad.report(
+                f"label {value} of {name} is not a RAF-DB basic label ({_LABEL_KEY})",
+                hint="Fix the label (1-7) or remove the line.",
+                file=label_file,
+                line=line_no,
+            )
+            continue
+        if name in seen:
+            bad.report(
+                f"{name} is listed twice (first on line {seen[name]})",
+                hint="Remove the duplicate line.",
+                file=label_file,
+                line=line_no,
+            )
+            continue
+        seen[name] = line_no
+        path = next((p for p in _image_candidates(image_root, name, image_dir) if p.is_file()), None)
+        if path is None:
+            expected = _image_candidates(image_root, name, image_dir)[0]
+            bad.report(
+                f"image {expected} listed for {name} is missing",
+                hint=(
+                    f"Check that the image archive was fully extracted into Image/{image_dir}/ and that "
+                    "image_dir ('aligned' or 'original') matches it."
+                ),
+                file=label_file,
+                line=line_no,
+            )
+            continue
+        if verify_images:
+            problem = check_image(path)
+            if problem is not None:
                 bad.report(
-                    f"expected '<image name> <label 1-7>', got {line!r}",
-                    hint="Restore the original label file from the RAF-DB archive.",
-                    file=label_file,
-                    line=line_no,
+                    f"cannot decode the image ({problem}); it is listed on line {line_no} of {label_file}",
+                    hint="Re-extract the file from the RAF-DB archive, or delete it and its label line.",
+                    file=path,
                 )
                 continue
-            name, value = parts[0], int(parts[1])
-            split = name.split("_", 1)[0].lower()
-            if split not in rows:
-                bad.report(
-                    f"image name {name!r} starts with neither 'train_' nor 'test_', so its split is unknown",
-                    hint="RAF-DB basic names are train_NNNNN.jpg / test_NNNN.jpg; fix or remove the line.",
-                    file=label_file,
-                    line=line_no,
-                )
-                continue
-            if not 1 <= value <= len(RAFDB_LABELS):
-                bad.report(
-                    f"label {value} of {name} is not a RAF-DB basic label ({_LABEL_KEY})",
-                    hint="Fix the label (1-7) or remove the line.",
-                    file=label_file,
-                    line=line_no,
-                )
-                continue
-            if name in seen:
-                bad.report(
-                    f"{name} is listed twice (first on line {seen[name]})",
-                    hint="Remove the duplicate line.",
-                    file=label_file,
-                    line=line_no,
-                )
-                continue
-            seen[name] = line_no
-            path = next((p for p in _image_candidates(image_root, name, image_dir) if p.is_file()), None)
-            if path is None:
-                expected = _image_candidates(image_root, name, image_dir)[0]
-                bad.report(
-                    f"image {expected} listed for {name} is missing",
-                    hint=(
-                        f"Check that the image archive was fully extracted into Image/{image_dir}/ and that "
-                        "image_dir ('aligned' or 'original') matches it."
-                    ),
-                    file=label_file,
-                    line=line_no,
-                )
-                continue
-            if verify_images:
-                problem = check_image(path)
-                if problem is not None:
-                    bad.report(
-                        f"cannot decode the image ({problem}); it is listed on line {line_no} of {label_file}",
-                        hint="Re-extract the file from the RAF-DB archive, or delete it and its label line.",
-                        file=path,
-                    )
-                    continue
-            rows[split][0].append(str(path))
-            rows[split][1].append(value - 1)
+        rows[split][0].append(str(path))
+        rows[split][1].append(value - 1)
     train = make_split(*rows["train"], RAFDB_LABELS)
     test = make_split(*rows["test"], RAFDB_LABELS)
     # ImageFolder order of the class-folder re-packaging: label, then image file name.

@@ -25,8 +25,7 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFilter
 
+from ..io import atomic_directory
 from ..labels import RAFDB_LABELS
 from .common import (
     allocate_counts,
@@ -504,21 +504,50 @@ def load_synthetic(
     key = hashlib.sha256(json.dumps({**params, "v": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
     target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = target / "synthetic" / key
-    if (target / "dataset_dict.json").is_file():
-        return _with_val_split(datasets.load_from_disk(str(target)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
+    if target.exists():
+        problem = _cache_problem(target)
+        if problem is None:
+            try:
+                return _with_val_split(datasets.load_from_disk(str(target)))
+            except (OSError, ValueError, EOFError) as error:  # pyarrow's errors derive from these
+                problem = f"unreadable ({type(error).__name__}: {error})"
+        print(f"synthetic set cache {target}: {problem}; generating it again", file=sys.stderr, flush=True)
+    with atomic_directory(target, overwrite=True) as staging:
         _generate(params).save_to_disk(str(staging))
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "dataset_dict.json").is_file():  # not a concurrent writer finishing first
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        _write_checksums(staging)
     return _with_val_split(datasets.load_from_disk(str(target)))
+
+
+#: The checksums of a cached synthetic set's files (``sha256sum -c`` format), written with them.
+CHECKSUMS_NAME = "checksums.sha256"
+
+
+def _write_checksums(folder: Path) -> None:
+    lines = [f"{_sha256(path)}  {path.relative_to(folder).as_posix()}\n"
+             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != CHECKSUMS_NAME]
+    (folder / CHECKSUMS_NAME).write_text("".join(lines), encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """Why a cached synthetic set cannot be used (``None`` when every file matches its checksum)."""
+    try:
+        listed = [line.split(maxsplit=1) for line in (folder / CHECKSUMS_NAME).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError):
+        return f"no {CHECKSUMS_NAME} (an interrupted write, or one of an older fer-mek)"
+    if not listed or any(len(entry) != 2 for entry in listed):
+        return f"{CHECKSUMS_NAME} is damaged"
+    for digest, name in listed:
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if _sha256(path) != digest:
+            return f"{name} does not match its checksum ({path.stat().st_size:,} bytes): changed, damaged or cut short"
+    return None
 
 
 def _with_val_split(dataset_dict: datasets.DatasetDict) -> datasets.DatasetDict:

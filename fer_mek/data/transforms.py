@@ -1,7 +1,9 @@
 """Training / evaluation transforms from a model's image processor, and the MEK flip pairing for ``with_transform``.
 
-The training augmentation (:func:`build_train_transform`) has two chains: fer-mek's default, torchvision v2 ``RGB``
-(grayscale, palette and RGBA images become RGB) and ``RandomRotation`` followed by timm's ``create_transform``
+Every chain starts with :func:`~fer_mek.image_processing_mek.to_rgb8`, the decoding that the pixel cache, the image
+processor and ``fer-mek predict`` share (8-bit RGB and grey images: PIL's ``convert("RGB")``; transparency on white;
+16-bit and float images scaled). The training augmentation (:func:`build_train_transform`) has two chains: fer-mek's
+default, ``to_rgb8`` and ``RandomRotation`` followed by timm's ``create_transform``
 (random resized crop, horizontal flip, RandAugment or colour jitter, random erasing) - with the right options the
 official MEK code's own transform; and MEK-CV's, torchvision v1 ``Resize`` -> padded ``RandomCrop`` ->
 ``RandomRotation`` -> ``ColorJitter`` -> ``ToTensor`` -> ``Normalize`` -> ``RandomErasing`` in that order, so that the
@@ -22,6 +24,8 @@ import torch
 from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import v2
+
+from ..image_processing_mek import to_rgb8
 
 __all__ = [
     "AUGMENTATION_OPTIONS",
@@ -169,14 +173,14 @@ def build_train_transform(
 
     The output size, mean and std are the processor's. Two chains (``crop``):
 
-    * ``"random-resized"`` (default, fer-mek's): ``RGB -> RandomRotation(rotation) -> timm create_transform(
+    * ``"random-resized"`` (default, fer-mek's): ``to_rgb8 -> RandomRotation(rotation) -> timm create_transform(
       is_training=True)`` = random resized crop (``crop_scale``, ``crop_ratio``, ``train_interpolation``) ->
       horizontal flip (``hflip``) -> ``auto_augment`` (RandAugment) or, without it, colour jitter -> tensor ->
       normalise -> random erasing. With ``rotation=0``, ``crop_scale=crop_ratio=(1, 1)``,
       ``train_interpolation="bicubic"``, ``color_jitter=0.4``, ``re_mode="pixel"`` and mean = std = 0.5 this is
       exactly the official MEK code's ``create_transform(input_size=112, ...)`` (its ``configs/exp.py``).
     * ``"padded"`` (MEK-CV's ``kaggle/mek_resnet18.py``), torchvision v1 operations on the PIL image in this order:
-      ``RGB -> Resize((H, W), train_interpolation) -> RandomCrop((H, W), padding=crop_padding, fill 0) ->
+      ``to_rgb8 -> Resize((H, W), train_interpolation) -> RandomCrop((H, W), padding=crop_padding, fill 0) ->
       RandomHorizontalFlip(hflip) (only when hflip > 0) -> RandomRotation(rotation, rotation_interpolation, fill 0)
       -> auto_augment or ColorJitter(*color_jitter) -> ToTensor -> Normalize -> random erasing``. With
       ``crop_padding=8``, ``rotation_interpolation="nearest"``, ``hflip=0``, ``color_jitter=[c, c, 0, 0]``,
@@ -260,13 +264,13 @@ def build_train_transform(
             re_prob=0.0,  # appended below, with re_scale and the torchvision mode
             normalize=settings["normalize"],
         )
-        steps: list[Callable[[Any], Any]] = [v2.RGB()]
+        steps: list[Callable[[Any], Any]] = [to_rgb8]
         if rotation:
             steps.append(v2.RandomRotation(rotation, interpolation=rotate_mode))
         return v2.Compose([*steps, timm_transform, *erasing])
 
     chain: list[Callable[[Any], Any]] = [
-        v2.RGB(),  # = PIL's convert("RGB"), as torchvision's ImageFolder loader
+        to_rgb8,  # = PIL's convert("RGB") for 8-bit RGB / grey, as torchvision's ImageFolder loader
         v1.Resize((height, width), interpolation=v1.InterpolationMode(train_interpolation)),
         v1.RandomCrop((height, width), padding=crop_padding, fill=0),
     ]
@@ -303,12 +307,12 @@ def _auto_augment(policy: str, size: tuple[int, int], mean: Sequence[float], int
 def build_eval_transform(image_processor: Any) -> v2.Compose:
     """The evaluation transform: the image processor's preprocessing as torchvision v2 steps.
 
-    ``RGB -> Resize((H, W), processor's filter, antialias) -> float in [0, 1] -> Normalize(mean, std)``; matches
+    ``to_rgb8 -> Resize((H, W), processor's filter, antialias) -> float in [0, 1] -> Normalize(mean, std)``; matches
     ``image_processor(images)["pixel_values"]`` of a :class:`~fer_mek.MEKImageProcessor`.
     """
     settings = processor_settings(image_processor)
     steps: list[Callable[[Any], Any]] = [
-        v2.RGB(),
+        to_rgb8,
         v2.Resize((settings["height"], settings["width"]), interpolation=settings["interpolation"], antialias=True),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
