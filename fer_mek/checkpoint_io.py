@@ -40,10 +40,20 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    kind = _file_kind(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        if kind == "torch":
+            raise ValueError(f"{path} is not a safetensors file (it looks like a torch pickle); rename it to .pth / "
+                             ".bin (it is then read with torch.load(weights_only=True))")
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file ({error}); is the download complete?") from error
+    if kind == "safetensors":
+        raise ValueError(f"{path} is a safetensors file, not a torch pickle; rename it to .safetensors")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -55,6 +65,21 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     except (RuntimeError, EOFError) as error:
         raise ValueError(f"{path} is not a readable torch checkpoint ({error}); is the download complete?") from error
     return obj
+
+
+def _file_kind(path: Path) -> str | None:
+    """``"torch"`` (a zip archive, torch.save's format, or a bare pickle), ``"safetensors"`` (an 8-byte header size
+    followed by a JSON header) or ``None`` (neither, or unreadable), from the first bytes of ``path``."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
+    return None
 
 
 def _normalize_state_dict(obj: Any, origin: Any = "state_dict") -> StateDict:

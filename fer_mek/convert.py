@@ -36,6 +36,7 @@ import timm
 import torch
 from torch import nn
 
+from .arguments import add_version_argument, positive_int
 from .checkpoint_io import (
     StateDict,
     _as_state_dict,
@@ -50,7 +51,7 @@ from .checkpoint_io import (
 )
 from .configuration_mek import MEKConfig
 from .image_processing_mek import MEKImageProcessor
-from .io import atomic_directory
+from .io import WriteError, atomic_directory, check_writable, writing
 from .labels import LABEL_SETS, get_label_set
 from .modeling_mek import MEKForImageClassification, MEKPreTrainedModel
 from .published import (
@@ -375,12 +376,22 @@ def _convert_mek_file(
 
 
 def save_converted(model: MEKForImageClassification, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Save a model of :func:`from_published` as a folder: ``save_pretrained`` (weights, config, remote code), its
-    ``image_processor`` and its ``conversion.json``; written whole or not at all."""
-    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+    """Save a converted model as a folder: ``save_pretrained`` (weights, config, remote code), its
+    ``image_processor`` (default: the one of its config) and, for a model of :func:`from_published`, its
+    ``conversion.json``; written whole or not at all.
+
+    Raises:
+        FileExistsError: ``output_dir`` exists, is not empty and ``overwrite`` is false.
+        WriteError: The folder cannot be written (read-only, full disk: one line saying so); nothing is left behind.
+    """
+    processor = getattr(model, "image_processor", None) or MEKImageProcessor.from_model_config(model.config)
+    _check_output(Path(output_dir), overwrite)  # before `writing`, which would call a FileExistsError unwritable
+    with writing(output_dir, "the converted model folder", "nothing was written"), \
+            atomic_directory(output_dir, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
-        model.image_processor.save_pretrained(staging)
-        write_conversion(staging, model.conversion)
+        processor.save_pretrained(staging)
+        if getattr(model, "conversion", None) is not None:
+            write_conversion(staging, model.conversion)
     return Path(output_dir)
 
 
@@ -524,10 +535,11 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     )
     parser.add_argument("--head", choices=("linear", "conv_bn"), default="linear", help="head of a --kind backbone model")
     parser.add_argument(
-        "--image-size", type=int, default=None,
+        "--image-size", type=positive_int, default=None,
         help="input size the weights expect (default: 224; 112 for the official MEK Swin checkpoint)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_version_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -549,6 +561,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             checkpoint whose class order is neither given nor told by its name, a Hub repository, revision or file
             that does not exist, or an existing ``--output`` without ``--overwrite`` (:func:`cli_main` prints them
             as one ``error: ...`` line).
+        WriteError: ``--output`` cannot be written (a read-only folder, a full disk); nothing is left half-written
+            (:func:`cli_main` prints it as one ``error: ...`` line).
     """
     args = parse_args(argv, prog)
     if args.all:
@@ -564,6 +578,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         targets = {name: Path(args.output) / Path(name).stem for name in names}
         for target in targets.values():
             _check_output(target, args.overwrite)
+        check_writable(args.output, "the --output folder")
         for name, target in targets.items():
             downloaded = download_checkpoint(HubReference(repo, name, args.revision), **_hub(args))
             _convert_one(args, downloaded.path, target, downloaded.source(), str(downloaded.reference))
@@ -572,6 +587,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if not args.checkpoint:
         raise ValueError("pass --checkpoint FILE (or REPO_ID/FILENAME[@REVISION]), or --all [--repo REPO_ID]")
     _check_output(Path(args.output), args.overwrite)
+    check_writable(Path(args.output).parent, "the folder of --output")
     path, source = resolve_checkpoint(args.checkpoint, args.repo, args.revision, **_hub(args))
     _convert_one(args, path, Path(args.output), source, args.checkpoint)
     return 0
@@ -628,12 +644,7 @@ def _convert_one(args: argparse.Namespace, path: Path, output: Path, source: dic
             + (f"; {report['final_norm']}" if "final_norm" in report else "")
             + "; the head is new and must be trained"
         )
-    if kind == "mek-resnet":
-        save_converted(model, output, overwrite=args.overwrite)
-    else:
-        with atomic_directory(output, overwrite=args.overwrite) as staging:
-            model.save_pretrained(staging)
-            MEKImageProcessor.from_model_config(model.config).save_pretrained(staging)
+    save_converted(model, output, overwrite=args.overwrite)
     print(f"converted {shown} ({kind}, backbone {model.config.backbone}, head {model.config.head}, "
           f"{model.config.num_labels} classes: {', '.join(labels)}) -> {output}")
     for note in notes:
@@ -645,6 +656,9 @@ def cli_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     line (exit status 1)."""
     try:
         return main(argv, prog)
+    except WriteError as error:  # read-only folder, full disk: the message says which folder and what to do
+        print(f"error: {error.strerror or error}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -127,6 +127,18 @@ def _looks_local(name_or_path: str) -> bool:
     return Path(name_or_path).expanduser().exists() or os.path.isabs(name_or_path) or name_or_path.startswith(".")
 
 
+def _hub_id(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` is an ``owner/name`` Hub id (:func:`fer_mek.locations.is_hub_id`) rather than a local
+    file or folder."""
+    from .locations import is_hub_id
+
+    return "/" in name_or_path and is_hub_id(name_or_path) and not _looks_local(name_or_path)
+
+
+#: ``results["init"]["kind"]`` of a run initialised from a saved fer-mek model (``--init FOLDER|OWNER/NAME``).
+_FER_MEK_MODEL = "fer-mek model"
+
+
 def describe_dataset(results: Mapping[str, Any] | None) -> DatasetFacts:
     """The dataset a run was trained and tested on, from ``results["dataset"]``.
 
@@ -202,8 +214,10 @@ def _backbone_tag(backbone: str) -> str:
 
 def _base_model(results: Mapping[str, Any] | None) -> str | None:
     init = (results or {}).get("init") or {}
-    weights = str(init.get("weights") or "")
-    if str(init.get("source", "")).startswith("timm") and "/" in weights:
+    source, weights = str(init.get("source") or ""), str(init.get("weights") or "")
+    if init.get("kind") == _FER_MEK_MODEL:
+        return source if _hub_id(source) else None
+    if source.startswith("timm") and _hub_id(weights):
         return weights
     return None
 
@@ -329,9 +343,17 @@ def _init_text(init: Mapping[str, Any] | None) -> str:
     weights = str(init.get("weights") or "")
     if source == "random":
         return "random initialisation (no pretraining)"
+    if init.get("kind") == _FER_MEK_MODEL:
+        new_head = ", with a new classifier for these classes" if init.get("reinitialised") else ""
+        if _hub_id(source):
+            return f"the fer-mek model [`{source}`](https://huggingface.co/{source}){new_head}"
+        return f"the fer-mek model `{'/'.join(Path(source).parts[-2:])}` (a local folder, not on the Hub){new_head}"
     if source.startswith("timm"):
-        if "/" in weights:
+        if _hub_id(weights):
             return f"timm's pretrained weights [`{weights}`](https://huggingface.co/{weights})"
+        if weights and _looks_local(weights):  # pretrained_cfg_overlay=dict(file=...): a local file, no Hub link
+            return (f"timm's pretrained weights of `{source.split(':', 1)[-1]}`, read from the local file "
+                    f"`{Path(weights).name}`")
         return f"timm's pretrained weights of `{source.split(':', 1)[-1]}`"
     name = Path(source).name
     extra = " (MS-Celeb-1M face-recognition weights)" if "msceleb" in name.lower() else ""

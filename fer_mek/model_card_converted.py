@@ -409,13 +409,13 @@ def _dataset(facts: DatasetFacts, reported: Mapping[str, Any] | None) -> str:
 
 def _eval_command(model: str, facts: DatasetFacts) -> str:
     if facts.key == "fer2013":
-        return (f"python scripts/eval.py --model {model} --source fer2013 --data-root /data/fer2013 \\\n"
+        return (f"python scripts/eval.py --model {model} --source fer2013 --data-root data/fer2013 \\\n"
                 f"    --fer2013-test {_FER2013_FOLDER_SPLIT} --output metrics.json\n"
-                "# /data/fer2013: the image-folder release (train/, test/) or fer2013.csv")
+                "# data/fer2013: the image-folder release (train/, test/) or fer2013.csv")
     if facts.key == "rafdb":
-        return (f"python scripts/eval.py --model {model} --source rafdb --data-root /data/RAF-DB/basic "
-                "--output metrics.json\n# /data/RAF-DB/basic: RAF-DB as distributed, or train/1..7 and test/1..7 folders")
-    return f"python scripts/eval.py --model {model} --source folder --data-root /data/faces --output metrics.json"
+        return (f"python scripts/eval.py --model {model} --source rafdb --data-root data/RAF-DB/basic "
+                "--output metrics.json\n# data/RAF-DB/basic: RAF-DB as distributed, or train/1..7 and test/1..7 folders")
+    return f"python scripts/eval.py --model {model} --source folder --data-root data/faces --output metrics.json"
 
 
 #: The evaluation script's switch (``scripts/eval.py``, :mod:`fer_mek.evaluation`) for a step of the source's test

@@ -8,6 +8,12 @@ A run folder written by the trainer (:mod:`fer_mek.runs` describes it) becomes a
     configuration_mek.py, modeling_mek.py, image_processing_mek.py, losses.py, labels.py,
     README.md (the model card), confusion_matrix.png, training_curves.png, results.json
 
+The code (``*.py``) is the installed package's own (:func:`fer_mek.modeling_mek.remote_code_files`), written fresh
+into the folder: a run folder's copies are never uploaded, imported nor executed, and where they differ from the
+package's, :func:`code_differences` says so. Every text file of the folder (card, ``results.json``,
+``conversion.json``, ...) has its local paths reduced (:func:`fer_mek.local_paths.reduce_folder`): no data root, run
+folder or home directory reaches the Hub.
+
 A converted checkpoint (a ``save_pretrained`` folder with ``conversion.json``, written by fer-mek's converter from
 weights trained elsewhere) has no training run and no ``results.json``: it is published with its ``conversion.json``
 and a card that gives the figures its source reports, marked unverified (:mod:`fer_mek.model_card_converted`).
@@ -35,10 +41,13 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .arguments import add_version_argument
+from .io import WriteError, atomic_directory, check_writable, writing
+from .local_paths import Root, reduce_folder, reduce_local_paths, roots_of
 from .model_card import CardTemplateError, build_card, describe_dataset, format_metric
 from .model_card_converted import (
     ConversionRecordError,
@@ -69,12 +78,14 @@ __all__ = [
     "PublishResult",
     "assemble",
     "build_parser",
+    "code_differences",
     "conversion_of",
+    "local_roots",
     "main",
-    "public_results",
     "publish",
     "upload",
     "validate_repo_id",
+    "write_package_code",
 ]
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
@@ -85,14 +96,17 @@ class PublishError(Exception):
 
 
 def _one_error(function: _Function) -> _Function:
-    """Re-raise the errors of the stages (run folder, card template, verification) as :class:`PublishError`, with the
-    same message and the stage's error as ``__cause__``: a caller of :func:`publish` catches one error type."""
+    """Re-raise the errors of the stages (run folder, card template, verification, writing the folder) as
+    :class:`PublishError`, with the same message and the stage's error as ``__cause__``: a caller of :func:`publish`
+    catches one error type."""
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except (RunError, CardTemplateError, ConversionRecordError, VerificationError) as error:
             raise PublishError(str(error)) from error
+        except WriteError as error:
+            raise PublishError(error.strerror or str(error)) from error
 
     return wrapper  # type: ignore[return-value]
 
@@ -122,21 +136,58 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ assembly
-def _is_local_path(value: str) -> bool:
-    return value.startswith(("/", "~", "\\\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")
+def local_roots(run: Run) -> list[Root]:
+    """The local folders a run's files may name, with the names they are published under: the run folder and the
+    data roots its ``results.json`` records (:func:`fer_mek.local_paths.roots_of`)."""
+    results = run.results or {}
+    dataset, config = results.get("dataset") or {}, results.get("config") or {}
+    pairs = [(run.path, None), (run.model_dir, None), (config.get("output_dir"), None),
+             (dataset.get("root"), None), (config.get("data_root"), None)]
+    options = run.data_options
+    if options is not None:
+        pairs.append((options.data_root, None))
+    return roots_of((str(path) if path is not None else None, name) for path, name in pairs)
 
 
-def public_results(results: Any) -> Any:
-    """``results.json`` as published: absolute local paths (data roots, run folders, backbone files, skipped images)
-    reduced to their last component, so that a model repository does not expose the trainer's file system.
-    Everything else — metrics, counts, settings — is kept as it is."""
-    if isinstance(results, dict):
-        return {key: public_results(value) for key, value in results.items()}
-    if isinstance(results, list):
-        return [public_results(value) for value in results]
-    if isinstance(results, str) and _is_local_path(results):
-        return Path(results.replace("\\", "/")).name or results
-    return results
+def write_package_code(folder: str | os.PathLike) -> list[str]:
+    """Write the installed package's model code (:func:`fer_mek.modeling_mek.remote_code_files`) into ``folder``;
+    returns the file names. This, never a run folder's copy, is the code that is verified and published."""
+    from .modeling_mek import remote_code_files
+
+    names = []
+    for source in remote_code_files():
+        (Path(folder) / source.name).write_bytes(source.read_bytes())
+        names.append(source.name)
+    return names
+
+
+def code_differences(model_dir: str | os.PathLike) -> list[str]:
+    """One line per ``*.py`` of a run's model folder that is not the installed package's code (changed, extra or
+    missing); empty when they are the same. Nothing is imported: the files are compared as bytes."""
+    from .modeling_mek import remote_code_files
+
+    model_dir = Path(model_dir)
+    package = {source.name: source for source in remote_code_files()}
+    lines = []
+    for path in sorted(model_dir.glob("*.py")):
+        if path.name not in package:
+            lines.append(f"{path}: not part of the installed fer_mek's model code; it is not uploaded")
+        elif path.read_bytes() != package[path.name].read_bytes():
+            lines.append(f"{path}: differs from the installed fer_mek's; the upload uses the package's")
+    lines += [f"{model_dir / name}: missing; the upload uses the package's" for name in sorted(package)
+              if not (model_dir / name).is_file()]
+    return lines
+
+
+def _run_hint(run_dir: str | os.PathLike) -> str:
+    """`` (did you mean RUN?)`` for a ``--run`` that does not exist but resembles a run or model folder, else ``""``
+    (:func:`fer_mek.locations.model_folder_hint`; a run's ``best``/``last`` folder is shown as the run itself)."""
+    from .locations import model_folder_hint
+
+    hint = model_folder_hint(Path(run_dir))
+    if hint and Path(hint).name in (BEST, LAST) and (Path(hint).parent / RESULTS).is_file():
+        hint = str(Path(hint).parent)
+    return f" (did you mean {hint}?)" if hint else ""
 
 
 def conversion_of(run: Run) -> dict[str, Any] | None:
@@ -160,11 +211,12 @@ def assemble(
 ) -> list[str]:
     """Write the folder to upload into ``folder`` (which must exist and be empty).
 
-    The model files are copied unchanged from the run's checkpoint (weights, ``config.json``,
-    ``preprocessor_config.json`` and the ``*.py`` remote code saved with them, i.e. the code the run was evaluated
-    with); the card, ``results.json`` and the figures are added when the run's results apply to these weights. A
-    converted checkpoint (:func:`conversion_of`) gets its ``conversion.json`` (local paths reduced to their last
-    component) and the card of :func:`fer_mek.model_card_converted.build_converted_card`.
+    The weights, ``config.json`` and ``preprocessor_config.json`` are copied unchanged from the run's checkpoint;
+    the code (``*.py``) is the installed package's (:func:`write_package_code`), never the run folder's copy; the
+    card, ``results.json`` and the figures are added when the run's results apply to these weights. A converted
+    checkpoint (:func:`conversion_of`) gets its ``conversion.json`` and the card of
+    :func:`fer_mek.model_card_converted.build_converted_card`. Last, every text file has its local paths reduced
+    (:func:`local_roots`, :func:`fer_mek.local_paths.reduce_folder`).
 
     Returns:
         The relative paths written, sorted.
@@ -174,25 +226,28 @@ def assemble(
         ConversionRecordError: A converted checkpoint's ``conversion.json`` reports a figure that is not a fraction.
     """
     folder = Path(folder)
+    roots = local_roots(run)
     names: list[str] = []
     for source in sorted(run.model_dir.iterdir()):
         is_weights = source.suffix == ".safetensors" or source.name == "model.safetensors.index.json"
-        if source.is_file() and (is_weights or source.name in MODEL_FILES or source.suffix == ".py"):
+        if source.is_file() and (is_weights or source.name in MODEL_FILES):
             shutil.copyfile(source, folder / source.name)
             names.append(source.name)
+    names += write_package_code(folder)
     conversion = conversion_of(run)
     if conversion is not None:
-        published = public_results(conversion)
+        published = reduce_local_paths(conversion, roots)
         (folder / CONVERSION).write_text(json.dumps(published, indent=2, default=str) + "\n", encoding="utf-8")
         processor_config = json.loads((run.model_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
         card = build_converted_card(published, run.config, repo_id, processor_config=processor_config,
                                     template=template, revision=revision, license=license)
         (folder / "README.md").write_text(str(card), encoding="utf-8")
+        reduce_folder(folder, roots)
         return sorted([*names, CONVERSION, "README.md"])
     has_matrix = has_curves = False
     if run.test is not None:
-        published = public_results(json.loads((run.path / RESULTS).read_text()))
-        (folder / RESULTS).write_text(json.dumps(published, indent=2, default=str) + "\n")
+        published = reduce_local_paths(json.loads((run.path / RESULTS).read_text(encoding="utf-8")), roots)
+        (folder / RESULTS).write_text(json.dumps(published, indent=2, default=str) + "\n", encoding="utf-8")
         names.append(RESULTS)
         image = run.path / CONFUSION_MATRIX
         if image.is_file():
@@ -213,6 +268,7 @@ def assemble(
                       has_confusion_matrix=has_matrix, has_training_curves=has_curves)
     (folder / "README.md").write_text(str(card), encoding="utf-8")
     names.append("README.md")
+    reduce_folder(folder, roots)
     return sorted(names)
 
 
@@ -301,6 +357,8 @@ class PublishResult:
         verification: What the verification checked.
         commit_url: The commit on the Hub, ``None`` for a dry run.
         repo_url: The model's page on the Hub, ``None`` for a dry run.
+        code_notes: How the run folder's ``*.py`` differ from the package's code that was published instead
+            (:func:`code_differences`); empty when they are the same.
     """
 
     files: list[str]
@@ -308,6 +366,7 @@ class PublishResult:
     verification: VerificationReport
     commit_url: str | None = None
     repo_url: str | None = None
+    code_notes: list[str] = field(default_factory=list)
 
 
 def _source_reference(conversion: dict[str, Any]) -> str:
@@ -406,8 +465,6 @@ def publish(
             its own raised the error (:class:`~fer_mek.runs.RunError`, :class:`~fer_mek.model_card.CardTemplateError`,
             :class:`~fer_mek.verify.VerificationError`), that error is the ``__cause__``, with the same message.
     """
-    from .io import atomic_directory
-
     validate_repo_id(repo_id)
     if dry_run and output_dir is None:
         raise PublishError("--dry-run needs --output-dir DIR: the folder that would be uploaded is written there")
@@ -415,7 +472,12 @@ def publish(
         raise PublishError(f"verify_on must be 'auto' or 'synthetic', got {verify_on!r}")
     if revision is not None and not revision.strip():
         raise PublishError("--revision must name a branch, e.g. --revision main")
-    run = load_run(run_dir, checkpoint)
+    try:
+        run = load_run(run_dir, checkpoint)
+    except RunError as error:
+        if Path(run_dir).exists():
+            raise
+        raise RunError(f"{error}{_run_hint(run_dir)}") from error
     conversion = conversion_of(run)
     reported = reported_figures(conversion) if conversion is not None else None
     if run.test is None and reported is None and not allow_no_results:
@@ -434,6 +496,7 @@ def publish(
         if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
             raise PublishError(f"{target} already exists and is not empty; choose another --output-dir or pass "
                                "--overwrite")
+        check_writable(target.parent, "the folder of --output-dir")
     if not dry_run:
         _check_can_upload()  # before the slow part: fail early when the upload cannot happen
 
@@ -444,7 +507,11 @@ def publish(
     else:
         echo(f"run {run.path} ({run.checkpoint or 'model folder'}): "
              + ("test results apply" if run.test is not None else f"no test results ({run.no_test_reason})"))
+    code_notes = code_differences(run.model_dir)
+    for line in code_notes:
+        echo(f"note: {line}")
     images, images_source = verification_images(run, source=verify_on)
+    roots = local_roots(run)
 
     def build(staging: Path) -> tuple[list[str], VerificationReport]:
         files = assemble(run, staging, repo_id, template=card_template, revision=revision, license=license)
@@ -457,29 +524,36 @@ def publish(
 
     def push(folder: Path, report: VerificationReport) -> CommitInfo:
         echo(f"uploading to {repo_id}" + (f" (branch {revision})" if revision and revision != "main" else "") + " ...")
-        return upload(folder, repo_id, commit_message=commit_message or _default_commit_message(run, conversion),
-                      commit_description=_commit_description(run, report, conversion), private=private,
-                      revision=revision, endpoint=endpoint)
+        message = reduce_local_paths(commit_message or _default_commit_message(run, conversion), roots)
+        return upload(folder, repo_id, commit_message=message,
+                      commit_description=reduce_local_paths(_commit_description(run, report, conversion), roots),
+                      private=private, revision=revision, endpoint=endpoint)
 
+    untouched = "nothing was written or uploaded"
     if output_dir is not None:
-        with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        with writing(output_dir, "the folder to publish", untouched), \
+                atomic_directory(output_dir, overwrite=overwrite) as staging:
             files, report = build(staging)
         folder = Path(output_dir)
         echo(f"wrote {folder}")
         if dry_run:
             echo(f"dry run: nothing was uploaded; this folder is what would be pushed to {repo_id}")
-            return PublishResult(files=files, folder=folder, verification=report)
+            return PublishResult(files=files, folder=folder, verification=report, code_notes=code_notes)
         info = push(folder, report)
     else:
-        with tempfile.TemporaryDirectory(prefix="fer-mek-publish-") as scratch:
-            staging = Path(scratch) / "model"
-            staging.mkdir()
-            files, report = build(staging)
+        with writing(tempfile.gettempdir(), "a temporary folder in TMPDIR", untouched):
+            scratch = tempfile.TemporaryDirectory(prefix="fer-mek-publish-")
+        with scratch:
+            staging = Path(scratch.name) / "model"
+            with writing(staging, "the temporary folder to publish", untouched):
+                staging.mkdir()
+                files, report = build(staging)
             info = push(staging, report)
     echo(f"commit: {info.commit_url}")
     return PublishResult(files=files, folder=Path(output_dir) if output_dir is not None else None,
                          verification=report, commit_url=info.commit_url,
-                         repo_url=str(info.repo_url) if getattr(info, "repo_url", None) else None)
+                         repo_url=str(info.repo_url) if getattr(info, "repo_url", None) else None,
+                         code_notes=code_notes)
 
 
 # ------------------------------------------------------------------------------------------------- command line
@@ -492,6 +566,10 @@ fer-mek package, or with ``trust_remote_code=True`` without it) and ``pipeline("
 
     model.safetensors, config.json, preprocessor_config.json, the model code (*.py), README.md (the model card,
     generated from MODEL_CARD.md and results.json), confusion_matrix.png, training_curves.png, results.json
+
+The model code is the installed fer-mek's own, never the run folder's copy (which is neither run nor uploaded; a
+note names each file of it that differs). Local paths (data root, run folder, home directory, any absolute path in
+a message) are reduced in every text file and in the commit message.
 
 A converted checkpoint (scripts/convert_checkpoint.py's output: a model folder with conversion.json) is published
 with its conversion.json, and its card gives the figures its source reports, marked unverified (not measured by
@@ -541,6 +619,7 @@ def build_parser(template: str | os.PathLike | None = None) -> argparse.Argument
                         help="images of the pre-upload check: the run's validation images when available (auto), "
                              "or generated synthetic faces")
     parser.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: $HF_ENDPOINT or huggingface.co)")
+    add_version_argument(parser)
     return parser
 
 

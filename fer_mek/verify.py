@@ -3,9 +3,12 @@
 The folder is reloaded with the package (Auto classes and ``pipeline``) and, in a subprocess where ``fer_mek``
 cannot be imported (:mod:`fer_mek.remote_code_check`), with ``trust_remote_code=True``; its logits on a few of the
 run's validation images (generated faces for a folder without a run, e.g. a converted checkpoint: the check compares
-two loadings of the same weights) must equal those of the run's own checkpoint. A converted checkpoint's
-``conversion.json`` must state the serving settings its image processor applies. :func:`fer_mek.publish.publish`
-runs this before anything is written or uploaded. Importing this module has no side effect.
+two loadings of the same weights) must equal those of the run's own checkpoint. The subprocess runs offline, in a
+working directory of its own, with an empty ``HF_HOME`` and ``HOME`` and no token variable
+(:func:`isolated_environment`); the folder's code it imports is the package's own (:func:`fer_mek.publish.assemble`
+writes it). A converted checkpoint's ``conversion.json`` must state the serving settings its image processor
+applies. :func:`fer_mek.publish.publish` runs this before anything is written or uploaded. Importing this module has
+no side effect.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "REQUIRED_AUTO_MAP",
     "VerificationError",
     "VerificationReport",
+    "isolated_environment",
     "verification_images",
     "verify_folder",
 ]
@@ -44,6 +48,12 @@ LOGITS_ATOL = 1e-5
 LOGITS_RTOL = 1e-5
 #: Number of validation images the verification runs on.
 NUM_VERIFY_IMAGES = 8
+
+
+#: Environment variables the remote-code check never inherits: those of the Hub and transformers (tokens, caches,
+#: endpoints), and any whose name says it holds a credential.
+_DROPPED_PREFIXES = ("HF_", "HUGGING_FACE_", "HUGGINGFACE_", "TRANSFORMERS_")
+_DROPPED_WORDS = ("TOKEN", "SECRET", "PASS", "CREDENTIAL", "AUTH", "_KEY")
 
 
 class VerificationError(Exception):
@@ -109,6 +119,26 @@ def verification_images(run: Run, count: int = NUM_VERIFY_IMAGES, source: str = 
     return images, f"{count} generated synthetic faces{reason}"
 
 
+def isolated_environment(scratch: str | os.PathLike, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the remote-code check: ``base`` (default ``os.environ``) without the Hub's and
+    transformers' variables nor any credential-like one, with every place a token could be read from replaced by
+    empty folders of ``scratch``: ``HF_HOME`` (no ``token`` file), ``HOME`` (no ``~/.cache/huggingface``, no
+    ``.netrc``), ``XDG_CACHE_HOME``/``XDG_CONFIG_HOME``; offline (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1``)
+    and with a private modules cache. The folders are created here, empty."""
+    scratch = Path(scratch)
+    base = dict(os.environ if base is None else base)
+    env = {key: value for key, value in base.items()
+           if not key.upper().startswith(_DROPPED_PREFIXES) and not any(w in key.upper() for w in _DROPPED_WORDS)}
+    places = {"HF_HOME": "hf-home", "HOME": "home", "USERPROFILE": "home", "XDG_CACHE_HOME": "cache",
+              "XDG_CONFIG_HOME": "config", "HF_MODULES_CACHE": "modules"}
+    for key, name in places.items():
+        (scratch / name).mkdir(parents=True, exist_ok=True)
+        env[key] = str(scratch / name)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_IMPLICIT_TOKEN="1")
+    return env
+
+
 def _compare(name: str, logits: Any, reference: Any, report: VerificationReport) -> None:
     import torch
 
@@ -145,14 +175,23 @@ def _check_config(folder: Path, run: Run) -> None:
     if missing:
         raise VerificationError(f"config.json's auto_map lacks {missing}: trust_remote_code loading would fail. "
                                 "Re-save the checkpoint with MEKForImageClassification.save_pretrained")
-    for target in auto_map.values():
-        module = str(target).split("--")[-1].split(".")[0]
-        if not (folder / f"{module}.py").is_file():
-            raise VerificationError(f"config.json's auto_map names {target} but {module}.py is not in the folder")
     processor = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
     if "AutoImageProcessor" not in (processor.get("auto_map") or {}):
         raise VerificationError("preprocessor_config.json has no auto_map for AutoImageProcessor; re-save the "
                                 "image processor with MEKImageProcessor.save_pretrained")
+    for file, mapping in (("config.json", auto_map), ("preprocessor_config.json", processor["auto_map"])):
+        for value in mapping.values():
+            for target in value if isinstance(value, list) else [value]:
+                if target is None:
+                    continue
+                if "--" in str(target):
+                    raise VerificationError(f"{file}'s auto_map names {target}, code of another repository; the "
+                                            "published folder must use its own (the package's) code. Re-save the "
+                                            "checkpoint with the current fer_mek")
+                module = str(target).split(".")[0]
+                if not (folder / f"{module}.py").is_file():
+                    raise VerificationError(f"{file}'s auto_map names {target} but {module}.py is not in the "
+                                            "folder (it holds the package's model code only)")
     if run.results and run.results.get("label_names") and run.results["label_names"] != run.label_names:
         raise VerificationError("config.json's id2label differs from results.json's label_names")
 
@@ -193,8 +232,9 @@ def verify_folder(
     ``MEKImageProcessor``). The folder must give the same logits (to float32 round-off, same predicted classes) when
     loaded (1) with the package, through ``AutoModelForImageClassification``, ``AutoModel``, ``AutoImageProcessor``
     and ``pipeline``, and (2) in a subprocess where ``fer_mek`` cannot be imported, the same ways with
-    ``trust_remote_code=True``; there, the classes must come from the folder's own code. The subprocess gets no Hub
-    token, runs offline and uses a private modules cache.
+    ``trust_remote_code=True``; there, the classes must come from the folder's own code. The subprocess runs in a
+    working directory of its own, offline, with no Hub token nor any file one could be read from
+    (:func:`isolated_environment`).
 
     Raises:
         VerificationError: Any difference, or a loading failure (the subprocess's error is included).
@@ -247,14 +287,14 @@ def verify_folder(
         (scratch_dir / "images").mkdir()
         for i, image in enumerate(images):
             image.save(scratch_dir / "images" / f"{i:03d}.png")
-        env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(scratch_dir / "modules"),
-                   HF_HUB_DISABLE_TELEMETRY="1")
+        env = isolated_environment(scratch_dir / "env")
+        (scratch_dir / "work").mkdir()
         # -I (isolated mode): the check's own folder, fer_mek/, stays off sys.path; the check blocks fer_mek itself.
         command = [sys.executable, "-I", str(Path(remote_code_check.__file__).resolve()), str(folder.resolve()),
                    str(scratch_dir / "images"), str(scratch_dir / "out.json"), str(torch.get_num_threads())]
         try:
-            done = subprocess.run(command, cwd=scratch_dir, env=env, capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(command, cwd=scratch_dir / "work", env=env, capture_output=True, text=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired as error:
             raise VerificationError(f"loading the folder with trust_remote_code took more than {timeout:.0f} s") from error
         if done.returncode != 0:

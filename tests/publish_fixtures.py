@@ -11,15 +11,17 @@ from pathlib import Path
 
 import torch
 
+from fer_mek.modeling_mek import remote_code_files
+
 from .conftest import TINY_BACKBONE, TINY_IMAGE_SIZE
 
 REPO_ID = "alice/fer-mek-test"
 RAF_TRAIN = (12, 4, 8, 30, 15, 8, 21)
 RAF_TEST = (3, 2, 2, 6, 4, 2, 5)
+# The run's files and the package's model code (configuration_mek.py, modeling_mek.py, image_processing_mek.py, ...).
 EXPECTED_FILES = {
-    "README.md", "config.json", "preprocessor_config.json", "model.safetensors", "configuration_mek.py",
-    "modeling_mek.py", "image_processing_mek.py", "losses.py", "labels.py", "confusion_matrix.png",
-    "training_curves.png", "results.json",
+    "README.md", "config.json", "preprocessor_config.json", "model.safetensors", "confusion_matrix.png",
+    "training_curves.png", "results.json", *(p.name for p in remote_code_files()),
 }
 
 

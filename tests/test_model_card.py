@@ -104,3 +104,26 @@ def test_template_markers_are_checked(tmp_path):
         read_template(broken)
     with pytest.raises(CardTemplateError, match="not found"):
         read_template(tmp_path / "missing.md")
+
+
+@pytest.mark.parametrize(("init", "text", "base_model"), [
+    ({"source": "timm:resnet18", "weights": "timm/resnet18.a1_in1k"},
+     "timm's pretrained weights [`timm/resnet18.a1_in1k`](https://huggingface.co/timm/resnet18.a1_in1k)",
+     "timm/resnet18.a1_in1k"),
+    ({"source": "timm:resnet18", "weights": "/home/alice/weights/resnet18.pth"},
+     "timm's pretrained weights of `resnet18`, read from the local file `resnet18.pth`", None),
+    ({"source": "alice/fer-mek-rafdb", "kind": "fer-mek model", "reinitialised": {"mek.head.classifier": "new"}},
+     "the fer-mek model [`alice/fer-mek-rafdb`](https://huggingface.co/alice/fer-mek-rafdb), with a new classifier "
+     "for these classes", "alice/fer-mek-rafdb"),
+    ({"source": "/home/alice/runs/rafdb/best", "kind": "fer-mek model", "reinitialised": {}},
+     "the fer-mek model `rafdb/best` (a local folder, not on the Hub)", None),
+])
+def test_the_card_names_the_initialisation_and_links_only_hub_ids(rafdb_run, init, text, base_model):
+    from huggingface_hub import ModelCard
+
+    results = json.loads((rafdb_run / "results.json").read_text())
+    results["init"] = init
+    card = ModelCard(str(build_card(_run_with(results), REPO_ID)))
+    assert text in card.text.replace("\n", " ")
+    assert card.data.base_model == base_model
+    assert "huggingface.co//" not in card.text

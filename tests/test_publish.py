@@ -288,8 +288,15 @@ def test_missing_run_folder(tmp_path, capsys):
     assert main(["--run", str(tmp_path / "nowhere"), "--repo-id", REPO_ID, "--dry-run",
                       "--output-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert "does not exist" in err and "--output-dir of a training run" in err
+    assert "does not exist" in err and "--output-dir of a training run" in err and "did you mean" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_run_folder_gets_a_hint(rafdb_run, tmp_path, capsys):
+    mistyped = rafdb_run.parent / (rafdb_run.name[:-1] + "x")
+    assert main(["--run", str(mistyped), "--repo-id", REPO_ID, "--dry-run", "--output-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(f"(did you mean {rafdb_run}?)"), err
 
 
 @pytest.mark.parametrize("repo_id", ["fer-mek", "alice/fer/mek", "alice/fer mek", "/fer-mek", "alice/", "alice/-x",
@@ -410,3 +417,11 @@ def test_run_errors_reach_publish_callers_as_publish_errors(rafdb_run, tmp_path)
         publish(rafdb_run, REPO_ID, checkpoint="middle", dry_run=True, output_dir=tmp_path / "out")
     assert isinstance(caught.value.__cause__, RunError)
     assert not (tmp_path / "out").exists()
+
+
+def test_version(capsys):
+    from fer_mek import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"fer-mek {__version__}"

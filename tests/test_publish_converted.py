@@ -22,6 +22,7 @@ from fer_mek.model_card_converted import (
     build_converted_card_data,
     reported_figures,
 )
+from fer_mek.modeling_mek import remote_code_files
 from fer_mek.publish import PublishError, main, publish
 from fer_mek.runs import CONVERSION, read_conversion, write_conversion
 from fer_mek.verify import VerificationReport
@@ -31,8 +32,8 @@ from .hub_server import FakeHub
 
 REPO_ID = "alice/mek-resnet18-rafdb"
 COMMIT = "3fb255f079b71b128d8bed1cfabd0c9ccd388010"
-MODEL_FILES = {"model.safetensors", "config.json", "preprocessor_config.json", "configuration_mek.py",
-               "modeling_mek.py", "image_processing_mek.py", "losses.py", "labels.py"}
+# The weights, their configurations and the package's model code (configuration_mek.py, modeling_mek.py, ...).
+MODEL_FILES = {"model.safetensors", "config.json", "preprocessor_config.json"} | {p.name for p in remote_code_files()}
 SERVING = {"do_grayscale": False, "do_clahe": True, "clahe_clip_limit": 2.0, "clahe_tile_grid_size": 8,
            "face_margin": 0.2, "face_square": False, "face_clip": True, "face_align": False, "default_tta": "flip"}
 
@@ -139,7 +140,7 @@ def test_converted_card_model_index_round_trips_with_the_reported_figures_unveri
     assert "reported by the source of the weights, not measured by fer-mek" in prose
     assert f"frichickens/MEK-CV@{COMMIT} scripts/push_to_hf.py:27" in prose
     # How to re-measure: the evaluation script, with the model's serving settings by default.
-    assert (f"python scripts/eval.py --model {REPO_ID} --source rafdb --data-root /data/RAF-DB/basic --output "
+    assert (f"python scripts/eval.py --model {REPO_ID} --source rafdb --data-root data/RAF-DB/basic --output "
             "metrics.json") in results
     # The source measured one view per image, without CLAHE: the switches that follow its protocol.
     assert "# as the source measured: add --tta none --no-clahe" in results
@@ -171,7 +172,7 @@ def test_converted_fer2013_card_names_the_7178_image_test_set(tmp_path):
     text = card.text
     prose = flat(text)
     assert "FER-2013's 7,178-image test set" in prose and "`PublicTest` and `PrivateTest` rows" in prose
-    assert "--source fer2013 --data-root /data/fer2013 \\\n    --fer2013-test PublicTest+PrivateTest" in text
+    assert "--source fer2013 --data-root data/fer2013 \\\n    --fer2013-test PublicTest+PrivateTest" in text
     assert "goodfellow2013challenges" in text and "alphabetical order of FER-2013's class folders" in prose
     assert "| greyscale | yes: every input is turned grey" in text and "turned grey and equalised with CLAHE" in prose
 
