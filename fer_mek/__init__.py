@@ -2,7 +2,12 @@
 
 Importing the package registers the MEK config, models and image processor with the transformers Auto classes, so
 ``AutoModel``, ``AutoModelForImageClassification``, ``AutoImageProcessor`` and ``pipeline("image-classification")``
-load saved MEK folders. The training stack (accelerate, datasets) is not imported here.
+load saved MEK folders. The training stack (datasets, OpenCV, matplotlib) is not imported here.
+
+That registration is the floor of every command's start-up, ``--help`` included: registering needs the classes, so
+``import fer_mek`` imports torch and transformers' configuration, modelling and image-processing modules (about 3 s
+on a 2-core CPU; every ``fer_mek.*`` module, and so every entry point, runs this file first). Everything else loads
+where it is used: the command lines parse their arguments before they import the model, data or serving stacks.
 """
 
 from transformers import (
@@ -24,8 +29,7 @@ from .modeling_mek import (
     MEKModelOutput,
     MEKPreTrainedModel,
 )
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 
 def from_published(*args, **kwargs) -> MEKForImageClassification:
@@ -44,7 +48,12 @@ def from_published(*args, **kwargs) -> MEKForImageClassification:
 AutoConfig.register(MEKConfig.model_type, MEKConfig, exist_ok=True)
 AutoModel.register(MEKConfig, MEKModel, exist_ok=True)
 AutoModelForImageClassification.register(MEKConfig, MEKForImageClassification, exist_ok=True)
-AutoImageProcessor.register(MEKConfig, image_processor_classes={"pil": MEKImageProcessor}, exist_ok=True)
+# One processor for both backends: transformers asks for "torchvision" whenever torchvision is installed and would
+# otherwise print a false "falling back to pil" message. A torchvision resize differs from PIL's by a grey level in
+# up to 1.5 % of pixels, so the PIL processor (the pixels training saw) serves both (MEKImageProcessor's docstring).
+AutoImageProcessor.register(
+    MEKConfig, image_processor_classes={"pil": MEKImageProcessor, "torchvision": MEKImageProcessor}, exist_ok=True
+)
 
 __all__ = [
     "FER2013_FOLDER_LABELS",

@@ -4,7 +4,9 @@
 Run ``fer-mek predict --help`` for the options. ``predict`` serves each model as its serving settings say (face crop,
 grey-scale, CLAHE, test-time augmentation: :class:`fer_mek.MEKImageProcessor`) unless an option overrides them.
 Exit status of ``predict``: 0 when at least one input was processed (an image without a face counts: "no face found"
-is a result), 1 when nothing could be processed, 2 for usage errors and models that cannot be loaded.
+is a result), 1 when nothing could be processed, 2 for usage errors (an option out of range, a model folder or a
+device that is not there: :mod:`fer_mek.locations`) and models that cannot be loaded. ``fer-mek --version`` prints
+the version. Annotated videos are WebM (VP8), which browsers play.
 
 A new subcommand adds an ``add_<name>_parser(commands)`` call to :func:`build_parser` and its ``_run_<name>`` entry to
 ``_COMMANDS``.
@@ -24,7 +26,16 @@ import numpy as np
 
 # numpy, PIL and torch only: OpenCV is imported when faces are detected or videos read, the model stack when predicting
 from .annotate import annotate_result
+from .arguments import (
+    add_version_argument,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 from .faces import DEFAULT_MARGIN, import_cv2
+from .locations import DeviceError, ModelLoadError, locate_model, resolve_device
 from .media import DEFAULT_MAX_PIXELS, VideoOpenError, discover_inputs, video_fps
 from .results import ImageResult, ResultWriter
 from .tta import TTA_MODES
@@ -39,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Facial-expression recognition with MEK models: predict on pictures, export to ONNX, convert published "
         "checkpoints.",
     )
+    add_version_argument(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_predict_parser(commands)
     add_export_parser(commands)
@@ -66,11 +78,11 @@ def add_predict_parser(commands: Any) -> argparse.ArgumentParser:
         help="a save_pretrained folder or Hub id; repeat it to average the probabilities of an ensemble",
     )
     predict.add_argument(
-        "--camera", type=int, metavar="N", help="read webcam N (0 is the default camera) instead of files"
+        "--camera", type=non_negative_int, metavar="N", help="read webcam N (0 is the default camera) instead of files"
     )
     predict.add_argument("--output", "-o", type=Path, metavar="FILE", help="write results to FILE.csv or FILE.jsonl")
     predict.add_argument("--save-annotated", type=Path, metavar="DIR", help="write annotated images and videos to DIR")
-    predict.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes reported per face (3)")
+    predict.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="classes reported per face (3)")
     faces = predict.add_mutually_exclusive_group()
     faces.add_argument("--all-faces", dest="face_mode", action="store_const", const="all", help="every face (default)")
     faces.add_argument(
@@ -82,23 +94,29 @@ def add_predict_parser(commands: Any) -> argparse.ArgumentParser:
     predict.set_defaults(face_mode="all")
     add_serving_arguments(predict)
     predict.add_argument(
-        "--min-face-size", type=_positive_int, default=20, metavar="PX", help="smallest face side (20)"
+        "--min-face-size", type=positive_int, default=20, metavar="PX", help="smallest face side (20)"
     )
-    predict.add_argument("--min-confidence", type=float, default=0.9, help="detector confidence threshold (0.9)")
-    predict.add_argument("--batch-size", type=_positive_int, default=16, help="faces per forward pass (16)")
-    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)")
+    predict.add_argument(
+        "--min-confidence",
+        type=unit_interval,
+        default=0.9,
+        metavar="P",
+        help="detector confidence threshold, 0 to 1 (0.9)",
+    )
+    predict.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (16)")
+    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (auto: CUDA when available)")
     predict.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="refuse larger images, a decompression-bomb guard (Pillow's limit, about 89 million)",
     )
     predict.add_argument(
-        "--frame-step", type=_positive_int, default=1, metavar="N", help="classify every N-th video frame"
+        "--frame-step", type=positive_int, default=1, metavar="N", help="classify every N-th video frame"
     )
     predict.add_argument(
-        "--max-frames", type=_positive_int, metavar="N", help="stop each video / the camera after N frames"
+        "--max-frames", type=positive_int, metavar="N", help="stop each video / the camera after N frames"
     )
     predict.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the Hub (not needed for MEK)"
@@ -139,7 +157,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, face_crop: bool = Tru
         return
     group.add_argument(
         "--margin",
-        type=float,
+        type=non_negative_float,
         default=None,
         help=f"crop margin, fraction of the face box's longer side added per side (default: the model's; "
         f"{DEFAULT_MARGIN} for models trained here)",
@@ -180,9 +198,11 @@ def add_export_parser(commands: Any) -> argparse.ArgumentParser:
     )
     export.add_argument("--model", "-m", required=True, metavar="FOLDER_OR_HUB_ID", help="the model to export")
     export.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.onnx", help="the ONNX file to write")
-    export.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset version (18)")
+    export.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (18)")
     export.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
-    export.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference when verifying (1e-4)")
+    export.add_argument(
+        "--atol", type=positive_float, default=1e-4, help="largest allowed difference when verifying (1e-4)"
+    )
     export.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
     return export
 
@@ -227,14 +247,17 @@ class _Tally:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from .inference import FERPredictor, ModelLoadError
+    from .inference import FERPredictor
 
     if args.camera is not None and args.paths:
         return _usage("give either paths or --camera N, not both")
     if args.camera is None and not args.paths:
         return _usage("give image files, folders or videos to predict on, or --camera N")
-    if args.margin is not None and args.margin < 0:
-        return _usage(f"--margin must be >= 0, got {args.margin}")
+    try:
+        models = [locate_model(name) for name in args.model]  # a mistyped folder: one line, before anything loads
+        device = resolve_device(args.device)
+    except (ModelLoadError, DeviceError) as error:
+        return _usage(str(error))
     writer = None
     if args.output is not None:
         try:
@@ -256,8 +279,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     try:
         predictor = FERPredictor(
-            args.model,
-            device=args.device,
+            models,
+            device=device,
             detector=None if args.face_mode == "none" else "mtcnn",
             face_mode="all" if args.face_mode == "none" else args.face_mode,
             **serving_overrides(args),
@@ -325,7 +348,7 @@ def _run_camera(predictor: Any, args: argparse.Namespace, report: Any) -> None:
         print(f"reading camera {args.camera}; press Ctrl-C to stop", file=sys.stderr)
     try:
         for result in predictor.predict_video(args.camera, args.frame_step, args.max_frames):
-            report(result, Path(f"camera-{args.camera}.mp4"), video=True)
+            report(result, Path(f"camera-{args.camera}{VIDEO_SUFFIX}"), video=True)
     except VideoOpenError as error:
         report(ImageResult(source=f"camera:{args.camera}", error=str(error)))
 
@@ -387,12 +410,10 @@ class _Annotations:
         cv2 = import_cv2()
         frame = annotate_result(result, fixed_height=True)
         if relative not in self._videos:
-            target = self._target(relative, ".mp4", Path(result.source.rpartition("#")[0]))
-            fps = self.fps.get(relative, 15.0)
-            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.size)
-            if not writer.isOpened():
-                _error(f"{target}: OpenCV cannot write an mp4 video here; annotated frames are not saved")
-                writer = None
+            target = self._target(relative, VIDEO_SUFFIX, Path(result.source.rpartition("#")[0]))
+            writer = open_video_writer(target, self.fps.get(relative, 15.0), frame.size)
+            if writer is None:
+                _error(f"{target}: OpenCV cannot write a WebM (VP8) video here; annotated frames are not saved")
             self._videos[relative] = (writer, frame.size)
         writer, size = self._videos[relative]
         if writer is None:
@@ -407,16 +428,55 @@ class _Annotations:
                 writer.release()
 
 
+#: Annotated videos are WebM with the VP8 codec: browsers play it (Chrome, Firefox, Edge, Safari 14.1+), and the
+#: OpenCV wheels encode it (their FFmpeg has libvpx, not the GPL libx264 that H.264 would need). VP9 compresses
+#: better but encodes about five times slower on a CPU.
+VIDEO_SUFFIX, VIDEO_FOURCC = ".webm", "VP80"
+
+
+def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> Any | None:
+    """An OpenCV ``VideoWriter`` of a WebM (VP8) video at ``path`` (``size = (width, height)``), or ``None`` when
+    OpenCV cannot write one here."""
+    cv2 = import_cv2()
+    with _native_stderr_silenced():  # FFmpeg's "tag 'VP80' is not supported with format webm, fallback" note
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, size)
+    return writer if writer.isOpened() else None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at the null device for a moment: notes that C libraries print there directly."""
+    import os
+
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (e.g. some GUI launchers): nothing to silence
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 # --------------------------------------------------------------------------------------------------------- export
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .inference import ModelLoadError
     from .onnx_export import export_onnx
 
     try:
+        model = locate_model(args.model)
+    except ModelLoadError as error:
+        return _usage(str(error))
+
+    try:
         report = export_onnx(
-            args.model,
+            model,
             args.output,
             opset=args.opset,
             verify=not args.no_verify,
@@ -444,13 +504,6 @@ _COMMANDS = {"predict": _run_predict, "export": _run_export}
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _error(message: str) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+from .arguments import add_version_argument, positive_int
+from .cli import EXIT_USAGE
+from .locations import ModelLoadError, locate_model
 
-from .data import render_face
-
-__all__ = ["FRESH_SEED", "main"]
+__all__ = ["DEFAULT_MODEL", "FRESH_SEED", "main"]
 
 #: The command line's description (``--help``).
 DESCRIPTION = """Use a trained fer-mek model the way a user would: reload it through the transformers Auto classes and the
@@ -24,6 +22,8 @@ image-classification pipeline, check the two agree, and classify freshly drawn s
 ``make demo`` runs the default training (``accelerate launch scripts/train.py``) and then this script on its
 ``best/`` folder.
 """
+#: The folder ``make demo``'s training writes its best model to.
+DEFAULT_MODEL = "runs/synthetic-mek/best"
 #: Seeds far from those of the generated data set (which counts up from 0), so these faces are new to the model.
 FRESH_SEED = 10_000_000
 
@@ -32,16 +32,32 @@ def main(argv: list[str] | None = None) -> int:
     """Load ``--model``, classify fresh faces through the pipeline and the model; returns the exit status (2: no
     model, 1: the pipeline and the model disagree)."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--model", default="runs/synthetic-mek/best", help="a saved model folder or Hub id")
-    parser.add_argument("--per-class", type=int, default=4, help="fresh faces drawn per class (default: 4)")
-    parser.add_argument("--face-size", type=int, default=112, help="side of the drawn faces in pixels (default: 112)")
+    add_version_argument(parser)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"a saved model folder or Hub id (default: {DEFAULT_MODEL})")
+    parser.add_argument("--per-class", type=positive_int, default=4, help="fresh faces drawn per class (default: 4)")
+    parser.add_argument(
+        "--face-size", type=positive_int, default=112, help="side of the drawn faces in pixels (default: 112)"
+    )
     args = parser.parse_args(argv)
-    if not Path(args.model).exists() and "/" not in args.model:
-        print(f"error: no model at {args.model}; train one first: accelerate launch scripts/train.py", file=sys.stderr)
-        return 2
+    try:
+        name = locate_model(args.model)
+    except ModelLoadError as error:
+        train = "; train one first: accelerate launch scripts/train.py" if args.model == DEFAULT_MODEL else ""
+        print(f"error: {error}{train}", file=sys.stderr)
+        return EXIT_USAGE
 
-    model = AutoModelForImageClassification.from_pretrained(args.model).eval()
-    processor = AutoImageProcessor.from_pretrained(args.model)
+    # The model stack loads after the arguments are checked: --help and a wrong --model answer at once.
+    import torch
+    from transformers import pipeline
+
+    from .data import render_face
+    from .inference import load_model
+
+    try:
+        model, processor = load_model(name, "cpu")
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     classifier = pipeline("image-classification", model=model, image_processor=processor)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     print(f"loaded {args.model}: {type(model).__name__}, backbone {model.config.backbone}, classes {', '.join(labels)}")

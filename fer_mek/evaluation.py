@@ -23,13 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cli import add_serving_arguments
+from .arguments import add_version_argument, non_negative_int, positive_int, unit_interval
+from .cli import EXIT_USAGE, add_serving_arguments
 from .data.common import VAL_SPLITS
 from .data.fer2013 import FER2013_TEST_SPLITS as FER2013_TESTS
 from .data.sources import SOURCES
 from .data.synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
 from .faces import CropGeometry
-from .image_processing_mek import apply_serving_steps, serving_settings_of
+from .image_processing_mek import apply_serving_steps, serving_settings_of, to_rgb8
+from .locations import DeviceError, ModelLoadError, locate_model, resolve_device
 from .runs import DataOptions, run_config_of_model
 from .tta import tta_probabilities
 
@@ -73,19 +75,20 @@ _PREDICTION_SUFFIXES = (".csv", ".jsonl")
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options; dataset options default to ``None`` (the run's value, else the default)."""
     parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_argument(parser)
     parser.add_argument("--model", required=True, help="a saved model folder (e.g. RUN/best) or a Hub model id")
     parser.add_argument("--source", choices=tuple(SOURCES), default=None, help="dataset source (default: the run's, else synthetic)")
     parser.add_argument("--data-root", default=None, help="dataset file, folder or Hub id (all sources but synthetic; default: the run's)")
     parser.add_argument("--split", choices=("test", "validation", "train"), default="test", help="split (default: test)")
-    parser.add_argument("--val-fraction", type=float, default=None, help="validation fraction used in training (default: the run's, else 0.1)")
+    parser.add_argument("--val-fraction", type=unit_interval, default=None, help="validation fraction used in training (default: the run's, else 0.1)")
     parser.add_argument("--split-seed", type=int, default=None, help="split seed used in training (default: the run's, else 0)")
     parser.add_argument("--val-split", choices=VAL_SPLITS, default=None, help="how training made the validation split: stratified, permutation (MEK-CV) or none (default: the run's, else stratified)")
     parser.add_argument("--fer2013-test", choices=FER2013_TESTS, default=None, help="fer2013 CSV: PrivateTest, PublicTest or PublicTest+PrivateTest (the 7,178 test images MEK-CV reports on) (default: the run's, else PrivateTest)")
-    parser.add_argument("--synthetic-images", type=int, default=None, help=f"synthetic source: number of images (default: the run's, else the synthetic set's {SYNTHETIC_NUM_IMAGES})")
-    parser.add_argument("--synthetic-image-size", type=int, default=None, help=f"synthetic source: image side (default: the run's, else the synthetic set's {SYNTHETIC_IMAGE_SIZE})")
-    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: 2)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--synthetic-images", type=positive_int, default=None, help=f"synthetic source: number of images (default: the run's, else the synthetic set's {SYNTHETIC_NUM_IMAGES})")
+    parser.add_argument("--synthetic-image-size", type=positive_int, default=None, help=f"synthetic source: image side (default: the run's, else the synthetic set's {SYNTHETIC_IMAGE_SIZE})")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="batch size (default: 128)")
+    parser.add_argument("--num-workers", type=non_negative_int, default=2, help="DataLoader workers (default: 2)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     parser.add_argument("--output", default=None, help="write the metrics to this JSON file")
     parser.add_argument("--predictions", default=None,
                         help="write every image's class probabilities to this .csv or .jsonl file")
@@ -151,7 +154,7 @@ class ServedImageTransform:
         self._detector: Any = None
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB") if image.mode != "RGB" else image
+        image = to_rgb8(image)
         if self.geometry is not None:
             image = self.face(image)
         settings = self.settings
@@ -245,33 +248,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Evaluate ``--model`` on a split; print the metrics table and return the metrics (also ``--output``).
 
     Raises:
+        ModelLoadError: ``--model`` is neither a model folder nor a loadable Hub id.
+        DeviceError: ``--device`` does not exist on this machine.
         ValueError: A source without its data root, or a model whose classes differ from the dataset's.
     """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
+    from .inference import load_model
     from .io import atomic_write_text
     from .metrics import compute_metrics, format_metrics_table
 
     args = build_parser().parse_args(argv)
+    model_name = locate_model(args.model)  # a mistyped folder or a missing device: one line, before anything loads
+    device = resolve_device(args.device)
     face_options = {name: getattr(args, name) for name in ("margin", "square", "clip", "align")}
     if not args.detect_faces and any(value is not None for value in face_options.values()):
         given = ", ".join(f"--{name}" for name, value in face_options.items() if value is not None)
         raise ValueError(f"{given}: the face-crop options apply with --detect-faces only")
-    if args.margin is not None and args.margin < 0:
-        raise ValueError(f"--margin must be >= 0, got {args.margin}")
     if args.predictions and Path(args.predictions).suffix.lower() not in _PREDICTION_SUFFIXES:
         raise ValueError(f"--predictions {args.predictions}: write predictions to a *.csv or *.jsonl file")
+    model, processor = load_model(model_name, device)
+    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     options = data_options(args)
     dataset = options.load()[args.split]
     if len(dataset) == 0 and args.split == "validation" and options.val_split == "none":
         raise ValueError(f"{args.model}: its run trained without a validation split (val_split none): evaluate "
                          "--split test (or train)")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = AutoModelForImageClassification.from_pretrained(args.model).to(device).eval()
-    # MEK processors exist for the PIL backend only: ask for it rather than fall back with a warning.
-    backend = {"backend": "pil"} if getattr(model.config, "model_type", None) == "fer-mek" else {}
-    processor = AutoImageProcessor.from_pretrained(args.model, **backend)
-    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     data_labels = list(dataset.features["label"].names)
     if data_labels != model_labels:
@@ -309,9 +309,13 @@ def _describe(settings: dict[str, Any]) -> str:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    """The command line (``scripts/eval.py``): :func:`main` with its errors as one ``error: ...`` line."""
+    """The command line (``scripts/eval.py``): :func:`main` with its errors as one ``error: ...`` line; exit status
+    2 for a model or device that is not there (as for a bad option), 1 for other errors."""
     try:
         main(argv)
+    except (ModelLoadError, DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from PIL import Image
 
 # CLAHE has one implementation, the image processor's (the processor applies it for pipeline() users too); this module
 # gives it its public name fer_mek.faces.apply_clahe.
-from .image_processing_mek import SERVING_DEFAULTS, apply_clahe
+from .image_processing_mek import SERVING_DEFAULTS, apply_clahe, to_rgb8
 
 FaceMode = Literal["all", "largest"]
 
@@ -349,7 +349,7 @@ class CropGeometry:
 def _as_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
     """A contiguous RGB ``uint8`` array ``[H, W, 3]`` from a PIL image or an RGB/grayscale ``uint8`` array."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        image = np.asarray(to_rgb8(image))
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}; convert it with fer_mek.media.load_image")
     if image.ndim == 2:

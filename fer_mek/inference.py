@@ -42,6 +42,7 @@ from PIL import Image
 from .annotate import analyze_result
 from .faces import CropGeometry, FaceBox, FaceDetector, FaceMode, get_face_detector, select_faces
 from .image_processing_mek import serving_settings_of, with_pixel_settings
+from .locations import DeviceError, ModelLoadError, describe_missing_model, locate_model, resolve_device
 from .media import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -65,10 +66,6 @@ if TYPE_CHECKING:
 ModelInput = str | os.PathLike | Any  # a folder, a Hub id or a loaded model
 #: Face detection runs on a copy whose longer side is at most this (boxes are scaled back, crops use full resolution).
 DEFAULT_DETECTION_SIZE = 1280
-
-
-class ModelLoadError(ValueError):
-    """A model could not be loaded, or models of an ensemble do not fit together."""
 
 
 # --------------------------------------------------------------------------------------------------------- models
@@ -97,20 +94,14 @@ def load_model(
 
     device = resolve_device(device)
     if isinstance(model, (str, os.PathLike)):
-        name = os.fspath(model)
-        path = Path(name).expanduser()
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{name}: folder has no config.json; pass a folder written by save_pretrained")
-        if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
-            raise ModelLoadError(f"{name}: no such model folder (and not a Hub id of the form owner/name)")
-        name = os.fspath(path) if path.exists() else name
+        name = locate_model(model)  # a model folder, or a Hub id; a missing local-looking path raises here
+        local = Path(name).is_dir()
         try:
             loaded = AutoModelForImageClassification.from_pretrained(name, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as error:
-            raise ModelLoadError(
-                f"cannot load model {name!r}: {error}\nPass a folder written by save_pretrained (with config.json) or "
-                "a Hub id (online, or already in the cache with HF_HUB_OFFLINE=1)."
-            ) from error
+            if not local:
+                raise ModelLoadError(describe_missing_model(name, error)) from error
+            raise ModelLoadError(f"cannot load model {name!r}: {error}") from error
         if processor is None:
             # MEK processors are registered for the PIL backend only: ask for it rather than fall back with a warning.
             backend = {"backend": "pil"} if getattr(loaded.config, "model_type", None) == "fer-mek" else {}
@@ -133,19 +124,6 @@ def load_model(
                 raise ModelLoadError(f"pass the image processor of {type(loaded).__name__} (processor=...)")
             processor = MEKImageProcessor.from_model_config(loaded.config)
     return loaded.to(device).eval(), processor
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None`` or ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {device!r} ({error}); use cpu, cuda, cuda:1, mps or auto") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use cpu or auto")
-    return resolved
 
 
 def model_labels(model: Any) -> tuple[str, ...]:
@@ -244,6 +222,9 @@ class FERPredictor:
             raise ValueError(f"unknown face mode {face_mode!r}; use 'all' or 'largest'")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for spec in specs:  # every folder of an ensemble is checked before the first model loads
+            if isinstance(spec, (str, os.PathLike)):
+                locate_model(spec)
         self.device = resolve_device(device)
         self.models: list[Any] = []
         self._model_processors: list[Any] = []  # as loaded; self.processors hold the overrides
@@ -328,6 +309,11 @@ class FERPredictor:
             {**serving_settings_of(processor), **face, "tta": mode}
             for processor, mode in zip(self.processors, self.tta_modes, strict=True)
         ]
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models as they were given: folder or Hub id (the class name of a model given loaded)."""
+        return list(self._names)
 
     def with_settings(self, **overrides: Any) -> FERPredictor:
         """A predictor sharing these models and detector, with other serving options (:data:`SERVING_OPTIONS`;
@@ -612,6 +598,7 @@ def _unit_scale(maps: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "DEFAULT_DETECTION_SIZE",
+    "DeviceError",
     "FERPredictor",
     "ModelLoadError",
     "SERVING_OPTIONS",

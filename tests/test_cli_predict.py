@@ -156,7 +156,7 @@ def test_model_errors_exit_2(models: dict[str, str], photos: Path, capsys: pytes
     assert main(["predict", image, "--model", models["a"], "--model", models["fer"]]) == 2
     assert "disagree on classes" in capsys.readouterr().err
     assert main(["predict", image, "--model", str(photos / "no-model-here")]) == 2
-    assert "no such model folder" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: no such folder: {photos / 'no-model-here'}\n"
 
 
 def test_video_results_per_frame_and_annotated_video(
@@ -175,10 +175,15 @@ def test_video_results_per_frame_and_annotated_video(
     assert main([*argv, "--frame-step", "2"]) == 0
     rows = list(csv.DictReader(output.open()))
     assert [(r["frame"], r["time_s"], r["status"]) for r in rows] == [("0", "0.0", "ok"), ("2", "0.2", "ok")]
-    capture = cv2.VideoCapture(str(annotated / "clip.mp4"))
+    assert not (annotated / "clip.mp4").exists()
+    capture = cv2.VideoCapture(str(annotated / "clip.webm"))  # WebM, VP8: a browser plays it (mp4v it does not)
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    assert int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"VP80"
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(5.0)
+    ok, first = capture.read()
+    assert ok and first.shape[0] == 360  # the annotated frame (longer side enlarged to 480 px), decoded back
     capture.release()
+    assert "is not supported with codec" not in capsys.readouterr().err  # FFmpeg's tag note is not shown
 
 
 def test_python_dash_m_fer_mek_runs_the_command(models: dict[str, str], photos: Path) -> None:
@@ -230,8 +235,10 @@ def test_serving_options_default_to_the_model_and_override_both_ways(
         "align": False,
     }
     image = str(photos / "astronaut.jpg")
-    assert main(["predict", image, "--model", models["a"], "--margin", "-1"]) == 2
-    assert "--margin must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", image, "--model", models["a"], "--margin", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --margin: '-1' is not a number >= 0" in capsys.readouterr().err
     assert main(["predict", image, "--model", models["a"], "--no-detect"]) == 0
     assert "serving: whole images (no face detection); colour, TTA none" in capsys.readouterr().err
     assert main(["predict", image, "--model", models["a"], "--clahe", "--no-align", "--clip", "-q"]) == 0

@@ -203,7 +203,7 @@ def test_ensemble_averages_probabilities_and_rejects_mismatched_labels(
 
 
 def test_model_loading_errors_say_what_to_pass(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no such model folder"):
+    with pytest.raises(ModelLoadError, match="no such folder"):
         FERPredictor(tmp_path / "missing", device="cpu")
     with pytest.raises(ModelLoadError, match="no config.json"):
         FERPredictor(tmp_path, device="cpu")
@@ -268,10 +268,15 @@ def test_analyze_returns_annotated_image_overlays_and_charts(predictor: FERPredi
     assert overlay.size == analysis.faces[0].crop.size
     assert not np.array_equal(np.asarray(overlay), np.asarray(analysis.faces[0].crop))  # the heatmap is visible
     assert analysis.charts[0].mode == "RGB" and min(analysis.charts[0].size) > 100
-    # The heatmap is drawn on the face, not elsewhere.
+    # The heatmap is drawn on the face box (not on the crop's margin around it, nor elsewhere); its colour bar sits in
+    # the bottom-left corner.
     annotated = np.asarray(analysis.annotated, dtype=np.int16)[: astronaut.shape[0], : astronaut.shape[1]]
     changed = np.abs(annotated - astronaut).sum(-1) > 30
-    assert changed[90:150, 200:250].mean() > 0.5 and changed[400:, :100].mean() < 0.01
+    box = analysis.faces[0].box
+    assert changed[90:150, 200:250].mean() > 0.5 and changed[300:400, :100].mean() < 0.01
+    margin = changed[box.y + 10 : box.y + box.height - 10, max(0, box.x - 12) : box.x - 4]
+    assert margin.mean() < 0.01  # left of the box, inside the crop's margin
+    assert changed[-40:, :150].mean() > 0.05  # the legend
 
 
 def test_annotating_a_picture_without_faces_says_so(predictor: FERPredictor, china: np.ndarray) -> None:

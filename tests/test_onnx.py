@@ -55,4 +55,4 @@ def test_export_command(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Cap
     printed = capsys.readouterr().out
     assert output.is_file() and "max abs diff" in printed and "angry, disgust" in printed
     assert main(["export", "--model", str(tmp_path / "missing"), "--output", str(output)]) == 2
-    assert "no such model folder" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err

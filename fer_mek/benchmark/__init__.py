@@ -66,6 +66,7 @@ from typing import Any
 
 import torch
 
+from fer_mek.arguments import add_version_argument, positive_int
 from fer_mek.environment import record
 
 from .data import DATA_SOURCES, MIN_DATA_IMAGES, measure_data
@@ -93,27 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--only", default=",".join(DEFAULT_KINDS), help=f"comma list of the figure kinds to time, from "
         f"{','.join(FIGURE_KINDS)} (default: %(default)s)")
     add("--backbone", default="resnet18", help="timm backbone (default: %(default)s)")
-    add("--image-size", type=int, default=224, help="model input side in pixels; also the data transforms' size "
+    add("--image-size", type=positive_int, default=224, help="model input side in pixels; also the data transforms' size "
         "(default: %(default)s)")
-    add("--batch-size", type=int, default=64, help="training batch size; also the data figures' batch "
+    add("--batch-size", type=positive_int, default=64, help="training batch size; also the data figures' batch "
         "(default: %(default)s)")
     add("--method", choices=("mek", "baseline"), default="mek",
         help="mek (image + flip pair) or baseline (plain cross-entropy, no flip) (default: %(default)s)")
-    add("--steps", type=int, default=20, help="timed training steps per repetition; predict: timed calls per "
+    add("--steps", type=positive_int, default=20, help="timed training steps per repetition; predict: timed calls per "
         "repetition (default: %(default)s)")
-    add("--warmup", type=int, default=3, help="untimed training steps (or calls, or batches) first, at least 1 "
+    add("--warmup", type=positive_int, default=3, help="untimed training steps (or calls, or batches) first, at least 1 "
         "(default: %(default)s)")
-    add("--repeats", type=int, default=3, help="repetitions of each measurement; the median is reported "
+    add("--repeats", type=positive_int, default=3, help="repetitions of each measurement; the median is reported "
         "(default: %(default)s)")
-    add("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice, one per core; "
+    add("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's choice, one per core; "
         "on a CPU shared with other jobs fewer threads avoid oversubscription, which can slow torch many times)")
     add("--work-dir", default=str(Path(tempfile.gettempdir()) / "fer-mek-benchmark"), help="folder for the data "
         "(written once, reused while its settings match), run folders, pixel cache and JSON (default: %(default)s)")
     add("--json", default=None, help="where to write the results (default: benchmark.json in the work dir)")
+    add_version_argument(parser)
 
     training = parser.add_argument_group("limit, loop, reference and inference (the default --only)")
     add = training.add_argument
-    add("--num-images", type=int, default=15339, help="images of the synthetic RAF-DB tree, train + test in RAF-DB's "
+    add("--num-images", type=positive_int, default=15339, help="images of the synthetic RAF-DB tree, train + test in RAF-DB's "
         "proportions (default: %(default)s = RAF-DB's 12,271 train + 3,068 test)")
     add("--workers", type=int, default=None, help="the loop's DataLoader workers (train.py --num-workers; default: "
         "the trainer's default)")
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--auto-augment", default="rand-m9-mstd0.5-inc1", help="timm RandAugment policy of the loop and the "
         "reference, '' for none (default: %(default)s, the official MEK setting)")
     add("--re-prob", type=float, default=0.25, help="random erasing probability (default: %(default)s)")
-    add("--inference-images", type=int, default=256, help="test JPEGs classified by the inference figures "
+    add("--inference-images", type=positive_int, default=256, help="test JPEGs classified by the inference figures "
         "(default: %(default)s)")
     add("--extra-train-args", default="", help="further scripts/train.py options for the limit and the loop, as one "
         "string, e.g. \"--no-single-pass --data-pipeline per-sample\" (default: none)")
