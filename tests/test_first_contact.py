@@ -159,7 +159,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fer_mek.version.__version__"}
     assert fer_mek.__version__ == importlib.metadata.version("fer-mek")
-    for command in (cli.main, evaluation.cli_main, demo.main):
+    from fer_mek import benchmark, convert, publish, train
+    from fer_mek.data import prepare
+
+    # every entry point of scripts/ and the fer-mek console script
+    for command in (cli.main, evaluation.cli_main, demo.main, train.cli_main, publish.main, convert.cli_main,
+                    prepare.main, benchmark.cli_main):
         with pytest.raises(SystemExit) as exit_info:
             command(["--version"])
         assert exit_info.value.code == 0 and capsys.readouterr().out == f"fer-mek {fer_mek.__version__}\n"

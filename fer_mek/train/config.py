@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..arguments import add_version_argument
 from ..data.common import VAL_SPLITS
 from ..data.fer2013 import FER2013_TEST_SPLITS
 from ..data.sources import SOURCES
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the resolved configuration (defaults < recipe < command line: every option and "
                              "its value) as YAML, a recipe in itself, and exit without training or touching "
                              "--output-dir")
+    add_version_argument(parser)
     return parser
 
 
