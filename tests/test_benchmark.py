@@ -106,3 +106,46 @@ def test_only_predict_times_the_predictor_in_detail(tmp_path, capsys):
     assert json.loads((tmp_path / "benchmark.json").read_text())["figures"].keys() == results["figures"].keys()
     table = capsys.readouterr().out
     assert "predict: face detection, 512x512 photo" in table and "2 faces in 2 frames" in table
+
+
+# ------------------------------------------------------------------------------------------------------- ablation
+ABLATION_TRAIN = ("--synthetic-images 150 --synthetic-image-size 32 --image-size 32 --batch-size 16 --epochs 1 "
+                  f"--backbone {TINY_BACKBONE} --num-workers 0 --log-with none --auto-augment ''")
+
+
+def test_the_ablation_trains_each_variant_per_seed_and_reports_mean_and_std(tmp_path, capsys):
+    results = benchmark.main(["--only", "ablation", "--variants", "ce,mek+sampler,rac+ce", "--seeds", "0,1",
+                              "--extra-train-args", ABLATION_TRAIN, "--work-dir", str(tmp_path)])
+    ablation = results["ablation"]
+    assert [(run["variant"], run["seed"]) for run in ablation["runs"]] == [
+        ("ce", 0), ("ce", 1), ("rac+ce", 0), ("rac+ce", 1), ("mek+sampler", 0), ("mek+sampler", 1)]
+    # each run is a real run folder whose options are the variant's
+    configs = {run["variant"]: (tmp_path / "ablation" / f"{run['variant']}-seed{run['seed']}" / "train_config.yaml")
+               for run in ablation["runs"] if run["seed"] == 1}
+    texts = {variant: path.read_text() for variant, path in configs.items()}
+    assert "method: baseline" in texts["ce"] and "balanced_sampler: false" in texts["ce"]
+    assert "method: mek" in texts["mek+sampler"] and "balanced_sampler: true" in texts["mek+sampler"]
+    assert "smoothing: 0.0" in texts["rac+ce"] and "seed: 1" in texts["rac+ce"]
+    # the two rarest classes of the runs' training split, with their test recall
+    summary = ablation["summary"]["ce"]
+    run = json.loads((tmp_path / "ablation" / "ce-seed0" / "results.json").read_text())
+    counts = run["class_counts"]["train"]
+    rarest = sorted(range(len(counts)), key=lambda i: (counts[i], i))[:2]
+    assert summary["rare_classes"] == [run["label_names"][i] for i in rarest]
+    assert ablation["runs"][0]["rare_recall"] == [run["test"]["per_class_recall"][i] for i in rarest]
+    accuracies = [run["accuracy"] for run in ablation["runs"] if run["variant"] == "ce"]
+    assert summary["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+    assert summary["accuracy"]["std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / math.sqrt(2))
+    out = capsys.readouterr().out
+    rare = " | ".join(f"recall {name}" for name in summary["rare_classes"])
+    assert f"| variant | test accuracy | test mean-class accuracy | {rare} | train min |" in out
+    saved = json.loads((tmp_path / "benchmark.json").read_text())["ablation"]["summary"]
+    assert list(saved) == ["ce", "rac+ce", "mek+sampler"] and saved["ce"] == summary
+
+
+def test_the_ablation_refuses_options_it_chooses_per_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--only", "ablation", "--seeds", "1,1"])
+    assert "each once" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="chooses per run"):
+        benchmark.main(["--only", "ablation", "--extra-train-args", "--method baseline", "--work-dir", str(tmp_path)])

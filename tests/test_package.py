@@ -57,5 +57,6 @@ def test_demo_classifies_fresh_faces_through_the_pipeline(saved_tiny_model, caps
     folder, _ = saved_tiny_model
     assert demo.main(["--model", str(folder), "--per-class", "1", "--face-size", "48"]) == 0
     out = capsys.readouterr().out
-    assert "fresh synthetic faces recognised" in out and "MEKForImageClassification" in out
+    assert "fresh synthetic faces (1 per class): mean-class accuracy" in out and "MEKForImageClassification" in out
+    assert "recall per class: surprise" in out
     assert demo.main(["--model", "no-such-folder"]) == 2

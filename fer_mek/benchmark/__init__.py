@@ -5,6 +5,7 @@
     python scripts/benchmark.py --only limit,loop --extra-train-args "--no-single-pass"
     python scripts/benchmark.py --only data --image-size 112 --batch-size 32 --threads 1     # every data source
     python scripts/benchmark.py --only predict --threads 1 --predict-device cpu              # fer-mek predict
+    python scripts/benchmark.py --only ablation --seeds 0,1,2                                # MEK's parts, 3 seeds
 
 ``--only`` picks the figure kinds (default: limit,loop,reference,inference). The training and inference figures use
 a synthetic face set written once to ``--work-dir`` as a RAF-DB tree of 100x100 JPEGs (the distributed layout,
@@ -45,6 +46,12 @@ predict
     ``--image-size``; MTCNN detector): face detection on a 512x512 photograph (scikit-image's astronaut), the model
     on one face crop, one face end to end, the model on batches of 16 crops (per face), and a 640x480 stream frame by
     frame (frames/s). Each repetition is ``--steps`` calls.
+ablation
+    Not a speed figure: what MEK's parts buy. Cross-entropy, cross-entropy + balanced sampler, RSL only, RAC only
+    (with cross-entropy), MEK and MEK + balanced sampler, each trained once per ``--seeds`` seed with the options of
+    ``--extra-train-args`` (default: the default recipe on the synthetic set; on RAF-DB e.g.
+    ``--extra-train-args "--recipe rafdb-resnet18-imagenet --data-root /data/RAF-DB/DATASET"``): mean ± std of test
+    accuracy, mean-class accuracy and the recall of the two rarest classes (:mod:`fer_mek.benchmark.ablation`).
 
 Ratios: loop/limit (how close the loop comes to the step alone), loop/reference (speed-up over the reference
 pattern), predictor/pipeline. Every figure is the median over ``--repeats`` repetitions after ``--warmup`` untimed
@@ -69,6 +76,7 @@ import torch
 from fer_mek.arguments import add_version_argument, positive_int
 from fer_mek.environment import record
 
+from .ablation import ABLATION_VARIANTS, measure_ablation, parse_seeds
 from .data import DATA_SOURCES, MIN_DATA_IMAGES, measure_data
 from .fixtures import MIN_PER_CLASS, fixture_counts, prepare_data
 from .inference import measure_inference, measure_predict
@@ -79,7 +87,7 @@ from .training import build_model_trainer, measure_limit, measure_loop, measure_
 __all__ = ["DEFAULT_KINDS", "FIGURE_KINDS", "build_parser", "cli_main", "main", "parse_args"]
 
 #: What ``--only`` chooses from, in the order the figures are reported.
-FIGURE_KINDS = ("limit", "loop", "reference", "inference", "data", "predict")
+FIGURE_KINDS = ("limit", "loop", "reference", "inference", "data", "predict", "ablation")
 #: What runs without ``--only``.
 DEFAULT_KINDS = ("limit", "loop", "reference", "inference")
 #: The kinds that need the RAF-DB tree and a trainer.
@@ -128,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--re-prob", type=float, default=0.25, help="random erasing probability (default: %(default)s)")
     add("--inference-images", type=positive_int, default=256, help="test JPEGs classified by the inference figures "
         "(default: %(default)s)")
-    add("--extra-train-args", default="", help="further scripts/train.py options for the limit and the loop, as one "
-        "string, e.g. \"--no-single-pass --data-pipeline per-sample\" (default: none)")
+    add("--extra-train-args", default="", help="further scripts/train.py options for the limit and the loop, and the "
+        "options common to every run of the ablation (a recipe, --data-root, ...), as one string, e.g. "
+        "\"--no-single-pass --data-pipeline per-sample\" (default: none)")
 
     data = parser.add_argument_group("data (--only data)")
     add = data.add_argument
@@ -141,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)")
     add("--data-workers", type=int, default=0, help="also time a DataLoader with this many workers over the "
         "training pipeline; 0: not (default: %(default)s)")
+
+    ablation = parser.add_argument_group("ablation (--only ablation; fer_mek/benchmark/ablation.py)")
+    add = ablation.add_argument
+    add("--seeds", type=parse_seeds, default=parse_seeds("0,1,2"), metavar="0,1,2", help="training seeds of each "
+        "variant (default: 0,1,2)")
+    add("--variants", default=",".join(ABLATION_VARIANTS), help="comma list of the variants to train, from "
+        f"{','.join(ABLATION_VARIANTS)} (default: all)")
 
     predict = parser.add_argument_group("predict (--only predict)")
     add = predict.add_argument
@@ -183,6 +199,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(join_extra_train_args(sys.argv[1:] if argv is None else argv))
     args.only = _comma_list(parser, "--only", args.only, FIGURE_KINDS)
     args.data_sources = _comma_list(parser, "--data-sources", args.data_sources, DATA_SOURCES)
+    args.variants = _comma_list(parser, "--variants", args.variants, tuple(ABLATION_VARIANTS))
     for name in ("image_size", "batch_size", "steps", "warmup", "repeats", "inference_images", "data_limit"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -276,6 +293,8 @@ def main(argv: Sequence[str] | None = None, source_dir: str | os.PathLike | None
         if "predict" in args.only:
             figures.update(measure_predict(args, work_dir))
             release()
+        if "ablation" in args.only:
+            results["ablation"] = measure_ablation(args, work_dir)
         results["figures"] = figures
         results["ratios"] = ratios_of(figures)
     write_json(results, json_path)

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .ablation import format_ablation
+
 __all__ = ["RATIOS", "format_report", "ratios_of", "write_json"]
 
 #: Ratios of figures reported when both were measured, as ``(numerator, denominator)``.
@@ -95,7 +97,9 @@ def _notes(results: dict[str, Any]) -> list[str]:
 
 def format_report(results: dict[str, Any]) -> str:
     """The header, the table and the notes printed at the end of a run."""
-    return "\n".join([*_header(results), *_table(results["figures"], results["ratios"]), *_notes(results)])
+    table = _table(results["figures"], results["ratios"]) if results["figures"] else []
+    ablation = format_ablation(results["ablation"]) if "ablation" in results else []
+    return "\n".join([*_header(results), *table, *ablation, *_notes(results)])
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

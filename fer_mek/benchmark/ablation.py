@@ -1,0 +1,145 @@
+"""The ablation of MEK's parts (``scripts/benchmark.py --only ablation``): what each part buys, over several seeds.
+
+Every variant is a complete training run of :func:`fer_mek.train.main` with the same options (``--extra-train-args``:
+a recipe, ``--source`` / ``--data-root``, epochs...; by default the default recipe on the embedded synthetic set)
+plus its own switches, once per seed (``--seeds``: the seed of initialisation, sampling and augmentation; the
+train/validation split keeps its own ``--split-seed``, so every run sees the same data). Each run selects its
+checkpoint on validation mean-class accuracy and evaluates the test split once, as every fer-mek run does.
+
+Variants (MEK = re-balanced smooth labels, RSL, + the attention consistency of the flipped pair, RAC):
+
+- ``ce``: plain cross-entropy (``--method baseline``);
+- ``ce+sampler``: cross-entropy with classes drawn equally often (``--balanced-sampler``);
+- ``rsl``: MEK's label smoothing alone (``--attention-weight 0``);
+- ``rac+ce``: the attention term with one-hot targets (``--smoothing 0``: RSL with epsilon 0 is cross-entropy);
+- ``mek``: both, the recipe's epsilon and lambda;
+- ``mek+sampler``: both, with the balanced sampler.
+
+Reported per variant: mean and sample standard deviation over the seeds of test accuracy, test mean-class
+accuracy and the test recall of the two rarest training classes, and the mean training time. Run folders stay in
+``--work-dir``/ablation/ (replaced on every run of the benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ABLATION_VARIANTS", "format_ablation", "measure_ablation", "parse_seeds", "summarize_ablation"]
+
+#: The variants and the training options each adds to the common ones (module docstring).
+ABLATION_VARIANTS: dict[str, tuple[str, ...]] = {
+    "ce": ("--method", "baseline"),
+    "ce+sampler": ("--method", "baseline", "--balanced-sampler"),
+    "rsl": ("--method", "mek", "--attention-weight", "0"),
+    "rac+ce": ("--method", "mek", "--smoothing", "0"),
+    "mek": ("--method", "mek"),
+    "mek+sampler": ("--method", "mek", "--balanced-sampler"),
+}
+
+#: How many of the rarest training classes get their recall reported.
+RARE_CLASSES = 2
+
+
+def parse_seeds(text: str) -> list[int]:
+    """argparse type of ``--seeds``: a comma list of distinct non-negative integers, e.g. ``0,1,2``."""
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one seed, each >= 0 and each once")
+    return seeds
+
+
+def _run_options(common: list[str], variant: str, seed: int, output_dir: Path) -> list[str]:
+    return [*common, *ABLATION_VARIANTS[variant], "--seed", str(seed), "--output-dir", str(output_dir), "--overwrite"]
+
+
+def measure_ablation(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    """Train every variant of ``args.variants`` once per seed of ``args.seeds``; the runs' figures and their summary.
+
+    ``args.extra_train_args`` holds the options common to every run (one string, split like a shell would).
+    """
+    from .. import train  # the training stack loads only when an ablation runs
+
+    common = shlex.split(args.extra_train_args)
+    taken = {"--seed", "--output-dir", "--method", "--balanced-sampler", "--no-balanced-sampler"} & set(common)
+    if taken:
+        raise ValueError(f"--extra-train-args {args.extra_train_args!r} sets {sorted(taken)}, which the ablation "
+                         "chooses per run (--seeds, --variants); remove them")
+    runs: list[dict[str, Any]] = []
+    for variant in args.variants:
+        for seed in args.seeds:
+            output_dir = work_dir / "ablation" / f"{variant}-seed{seed}"
+            print(f"ablation: {variant}, seed {seed} -> {output_dir}", flush=True)
+            results = train.main(_run_options(common, variant, seed, output_dir))
+            if "test" not in results:  # interrupted: nothing to report for this run
+                raise ValueError(f"ablation run {variant} seed {seed} did not finish ({results}); run it again")
+            runs.append(_run_figures(variant, seed, results))
+    return {"common_options": common, "seeds": list(args.seeds), "runs": runs, "summary": summarize_ablation(runs)}
+
+
+def _run_figures(variant: str, seed: int, results: dict[str, Any]) -> dict[str, Any]:
+    """What the ablation keeps of one run's ``results.json``."""
+    counts = results["class_counts"]["train"]
+    rarest = sorted(range(len(counts)), key=lambda index: (counts[index], index))[:RARE_CLASSES]
+    test = results["test"]
+    return {
+        "variant": variant, "seed": seed, "run": results.get("run"),
+        "accuracy": test["accuracy"], "mean_class_accuracy": test["mean_class_accuracy"],
+        "rare_classes": [results["label_names"][index] for index in rarest],
+        "rare_recall": [test["per_class_recall"][index] for index in rarest],
+        "train_seconds": results.get("train_seconds"),
+    }
+
+
+def _mean_std(values: list[float]) -> dict[str, float | None]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def summarize_ablation(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant, in the order run: mean and sample standard deviation (``None`` for one seed) over its seeds."""
+    summary: dict[str, dict[str, Any]] = {}
+    for variant in dict.fromkeys(run["variant"] for run in runs):
+        mine = [run for run in runs if run["variant"] == variant]
+        summary[variant] = {
+            "seeds": [run["seed"] for run in mine],
+            "accuracy": _mean_std([run["accuracy"] for run in mine]),
+            "mean_class_accuracy": _mean_std([run["mean_class_accuracy"] for run in mine]),
+            "rare_classes": mine[0]["rare_classes"],
+            "rare_recall": [_mean_std([run["rare_recall"][i] for run in mine]) for i in range(len(mine[0]["rare_recall"]))],
+            "train_seconds": statistics.fmean(run["train_seconds"] for run in mine)
+            if all(run["train_seconds"] is not None for run in mine) else None,
+        }
+    return summary
+
+
+def _cell(figure: dict[str, float | None]) -> str:
+    std = figure["std"]
+    return f"{figure['mean']:.4f}" + (f" ± {std:.4f}" if std is not None and math.isfinite(std) else "")
+
+
+def format_ablation(ablation: dict[str, Any]) -> list[str]:
+    """The ablation as a Markdown table (BENCHMARKS.md-ready), with the common options and the seeds."""
+    summary = ablation["summary"]
+    if not summary:
+        return []
+    rare = next(iter(summary.values()))["rare_classes"]
+    header = ["variant", "test accuracy", "test mean-class accuracy", *[f"recall {name}" for name in rare],
+              "train min"]
+    lines = [
+        f"ablation: seeds {ablation['seeds']} (mean ± sample std); common options "
+        f"{' '.join(ablation['common_options']) or '(the default recipe)'}",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for variant, figures in summary.items():
+        minutes = "" if figures["train_seconds"] is None else f"{figures['train_seconds'] / 60:.1f}"
+        lines.append("| " + " | ".join([variant, _cell(figures["accuracy"]), _cell(figures["mean_class_accuracy"]),
+                                        *[_cell(r) for r in figures["rare_recall"]], minutes]) + " |")
+    return [*lines, ""]
