@@ -200,14 +200,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.only = _comma_list(parser, "--only", args.only, FIGURE_KINDS)
     args.data_sources = _comma_list(parser, "--data-sources", args.data_sources, DATA_SOURCES)
     args.variants = _comma_list(parser, "--variants", args.variants, tuple(ABLATION_VARIANTS))
-    for name in ("image_size", "batch_size", "steps", "warmup", "repeats", "inference_images", "data_limit"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    # --image-size, --batch-size, --steps, --warmup, --repeats, --inference-images and --threads are positive_int
+    if args.data_limit < 1:
+        parser.error("--data-limit must be at least 1")
     if args.reference_workers < 0 or args.data_workers < 0 or (args.workers is not None and args.workers < -1):
         parser.error("--workers must be -1 (automatic) or at least 0, --reference-workers and --data-workers at "
                      "least 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
     if args.data_images < MIN_DATA_IMAGES:
         parser.error(f"--data-images must be at least {MIN_DATA_IMAGES} (every class needs training images for the "
                      "stratified validation split)")
