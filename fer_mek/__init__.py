@@ -4,10 +4,10 @@ Importing the package registers the MEK config, models and image processor with 
 ``AutoModel``, ``AutoModelForImageClassification``, ``AutoImageProcessor`` and ``pipeline("image-classification")``
 load saved MEK folders. The training stack (datasets, OpenCV, matplotlib) is not imported here.
 
-That registration is the floor of every command's start-up, ``--help`` included: registering needs the classes, so
-``import fer_mek`` imports torch and transformers' configuration, modelling and image-processing modules (about 3 s
-on a 2-core CPU; every ``fer_mek.*`` module, and so every entry point, runs this file first). Everything else loads
-where it is used: the command lines parse their arguments before they import the model, data or serving stacks.
+Registering needs the classes, so ``import fer_mek`` imports torch and transformers' configuration, modelling and
+image-processing modules (about 3 s on a 2-core CPU; every ``fer_mek.*`` module runs this file first). That is why
+the command lines live in :mod:`fer_mek_cli`: they parse their options (``--help``, ``--version``, usage errors)
+before this package is imported. Everything else loads where it is used.
 """
 
 from transformers import (
@@ -16,6 +16,8 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
 )
+
+from fer_mek_cli.version import __version__ as __version__
 
 from . import losses
 from .configuration_mek import MEKConfig
@@ -29,7 +31,6 @@ from .modeling_mek import (
     MEKModelOutput,
     MEKPreTrainedModel,
 )
-from .version import __version__ as __version__
 
 
 def from_published(*args, **kwargs) -> MEKForImageClassification:

@@ -8,8 +8,9 @@ is a result), 1 when nothing could be processed, 2 for usage errors (an option o
 device that is not there: :mod:`fer_mek.locations`) and models that cannot be loaded. ``fer-mek --version`` prints
 the version. Annotated videos are WebM (VP8), which browsers play.
 
-A new subcommand adds an ``add_<name>_parser(commands)`` call to :func:`build_parser` and its ``_run_<name>`` entry to
-``_COMMANDS``.
+The parser is :func:`fer_mek_cli.command.build_parser` (the console script is :func:`fer_mek_cli.command.main`, which
+parses the options before this module, and the model stack, load). A new subcommand adds an
+``add_<name>_parser(commands)`` call to that parser and its ``_run_<name>`` entry to ``_COMMANDS`` here.
 """
 
 from __future__ import annotations
@@ -24,196 +25,17 @@ from typing import IO, Any
 
 import numpy as np
 
+from fer_mek_cli.command import build_parser  # the parser's one place: light, --help answers before torch loads
+from fer_mek_cli.serving import serving_overrides
+
 # numpy, PIL and torch only: OpenCV is imported when faces are detected or videos read, the model stack when predicting
 from .annotate import annotate_result
-from .arguments import (
-    add_version_argument,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    unit_interval,
-)
-from .faces import DEFAULT_MARGIN, import_cv2
+from .faces import import_cv2
 from .locations import DeviceError, ModelLoadError, locate_model, resolve_device
 from .media import DEFAULT_MAX_PIXELS, VideoOpenError, discover_inputs, video_fps
 from .results import ImageResult, ResultWriter
-from .tta import TTA_MODES
 
 EXIT_OK, EXIT_NOTHING_PROCESSED, EXIT_USAGE = 0, 1, 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fer-mek`` and its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="fer-mek",
-        description="Facial-expression recognition with MEK models: predict on pictures, export to ONNX, convert published "
-        "checkpoints.",
-    )
-    add_version_argument(parser)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_predict_parser(commands)
-    add_export_parser(commands)
-    add_convert_parser(commands)
-    return parser
-
-
-def add_predict_parser(commands: Any) -> argparse.ArgumentParser:
-    """``fer-mek predict``'s options."""
-    predict = commands.add_parser(
-        "predict",
-        help="find faces and classify their expressions in images, folders, videos or a webcam",
-        description="Find faces and classify their expressions. Folders are scanned recursively; video files are "
-        "read frame by frame. Each face gets its box and the top-k classes in the model's own class names. The face "
-        "crop, grey-scale, CLAHE and test-time augmentation default to the model's serving settings (its "
-        "preprocessor_config.json); each option below overrides them, both ways.",
-    )
-    predict.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders or video files")
-    predict.add_argument(
-        "--model",
-        "-m",
-        action="append",
-        required=True,
-        metavar="FOLDER_OR_HUB_ID",
-        help="a save_pretrained folder or Hub id; repeat it to average the probabilities of an ensemble",
-    )
-    predict.add_argument(
-        "--camera", type=non_negative_int, metavar="N", help="read webcam N (0 is the default camera) instead of files"
-    )
-    predict.add_argument("--output", "-o", type=Path, metavar="FILE", help="write results to FILE.csv or FILE.jsonl")
-    predict.add_argument("--save-annotated", type=Path, metavar="DIR", help="write annotated images and videos to DIR")
-    predict.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="classes reported per face (3)")
-    faces = predict.add_mutually_exclusive_group()
-    faces.add_argument("--all-faces", dest="face_mode", action="store_const", const="all", help="every face (default)")
-    faces.add_argument(
-        "--largest-face", dest="face_mode", action="store_const", const="largest", help="largest face only"
-    )
-    faces.add_argument(
-        "--no-detect", dest="face_mode", action="store_const", const="none", help="classify whole images (face crops)"
-    )
-    predict.set_defaults(face_mode="all")
-    add_serving_arguments(predict)
-    predict.add_argument(
-        "--min-face-size", type=positive_int, default=20, metavar="PX", help="smallest face side (20)"
-    )
-    predict.add_argument(
-        "--min-confidence",
-        type=unit_interval,
-        default=0.9,
-        metavar="P",
-        help="detector confidence threshold, 0 to 1 (0.9)",
-    )
-    predict.add_argument("--batch-size", type=positive_int, default=16, help="faces per forward pass (16)")
-    predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (auto: CUDA when available)")
-    predict.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="refuse larger images, a decompression-bomb guard (Pillow's limit, about 89 million)",
-    )
-    predict.add_argument(
-        "--frame-step", type=positive_int, default=1, metavar="N", help="classify every N-th video frame"
-    )
-    predict.add_argument(
-        "--max-frames", type=positive_int, metavar="N", help="stop each video / the camera after N frames"
-    )
-    predict.add_argument(
-        "--trust-remote-code", action="store_true", help="allow model code from the Hub (not needed for MEK)"
-    )
-    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
-    predict.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
-    return predict
-
-
-def add_serving_arguments(parser: argparse.ArgumentParser, face_crop: bool = True) -> None:
-    """The serving-setting overrides (``--tta``, ``--clahe/--no-clahe``, ``--grayscale/--no-grayscale`` and, with
-    ``face_crop``, ``--margin``, ``--square/--no-square``, ``--clip/--no-clip``, ``--align/--no-align``). Each
-    defaults to ``None``: the model's setting (:class:`fer_mek.MEKImageProcessor`). Shared by ``fer-mek predict`` and
-    the evaluation script."""
-    group = parser.add_argument_group(
-        "serving settings", "default: the model's own (saved in its preprocessor_config.json); these override them"
-    )
-    group.add_argument(
-        "--tta",
-        choices=TTA_MODES,
-        default=None,
-        help="test-time augmentation: none, the mirror image (flip) or ten crops and their mirrors (tencrop) "
-        "(default: the model's default_tta)",
-    )
-    group.add_argument(
-        "--clahe",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="CLAHE on the (face) image, the lightness equalisation of webcam-trained models (default: the model's)",
-    )
-    group.add_argument(
-        "--grayscale",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="turn every input grey, as FER-2013 models were trained (default: the model's)",
-    )
-    if not face_crop:
-        return
-    group.add_argument(
-        "--margin",
-        type=non_negative_float,
-        default=None,
-        help=f"crop margin, fraction of the face box's longer side added per side (default: the model's; "
-        f"{DEFAULT_MARGIN} for models trained here)",
-    )
-    group.add_argument(
-        "--square",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="square face crops; --no-square keeps the detector box's aspect (default: the model's)",
-    )
-    group.add_argument(
-        "--clip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="cut face crops at the image edge; --no-clip pads them with black (default: the model's)",
-    )
-    group.add_argument(
-        "--align",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="level the eyes of face crops (default: the model's)",
-    )
-
-
-def serving_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The serving options of :class:`fer_mek.inference.FERPredictor` from :func:`add_serving_arguments`'s."""
-    names = ("tta", "clahe", "grayscale", "margin", "square", "clip", "align")
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
-
-
-def add_export_parser(commands: Any) -> argparse.ArgumentParser:
-    """``fer-mek export``'s options."""
-    export = commands.add_parser(
-        "export",
-        help="export a model to ONNX (logits and attention maps)",
-        description="Export a MEK model to ONNX with outputs logits [B, K] and attention_maps [B, K, h, w]; the class "
-        "names go into the file's metadata. Needs the onnx extra: pip install 'fer-mek[onnx]'.",
-    )
-    export.add_argument("--model", "-m", required=True, metavar="FOLDER_OR_HUB_ID", help="the model to export")
-    export.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.onnx", help="the ONNX file to write")
-    export.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (18)")
-    export.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
-    export.add_argument(
-        "--atol", type=positive_float, default=1e-4, help="largest allowed difference when verifying (1e-4)"
-    )
-    export.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub")
-    return export
-
-
-def add_convert_parser(commands: Any) -> argparse.ArgumentParser:
-    """``fer-mek convert``: listed here for ``fer-mek --help``; its options are those of
-    :func:`fer_mek.convert.main` (``scripts/convert_checkpoint.py``), which :func:`main` hands the arguments to."""
-    return commands.add_parser(
-        "convert", add_help=False,
-        help="convert a published MEK checkpoint (a file or REPO_ID/FILENAME on the Hub; --all) into a model folder",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -499,7 +321,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 #: The subcommands: name -> function of the parsed arguments returning the exit status. A new subcommand adds its
-#: ``add_..._parser`` call to :func:`build_parser` and its entry here.
+#: ``add_..._parser`` call to :func:`fer_mek_cli.command.build_parser` and its entry here.
 _COMMANDS = {"predict": _run_predict, "export": _run_export}
 
 

@@ -16,15 +16,15 @@
 Files are read with ``torch.load(weights_only=True)`` (or safetensors; :mod:`fer_mek.checkpoint_io`): no pickled code
 is ever executed.
 
-Command line: :func:`main` (``scripts/convert_checkpoint.py``) writes either kind as a fer-mek model folder
-(safetensors + config + preprocessor + remote code), from a local file or a Hub file (``REPO_ID/FILENAME[@REVISION]``),
-or with ``--all`` every checkpoint of a Hub repository.
+Command line: :func:`main` (``scripts/convert_checkpoint.py``, ``fer-mek convert``) writes either kind as a fer-mek
+model folder (safetensors + config + preprocessor + remote code), from a local file or a Hub file
+(``REPO_ID/FILENAME[@REVISION]``), or with ``--all`` every checkpoint of a Hub repository. Its parser is
+:func:`fer_mek_cli.convert.build_parser` (light, so ``--help`` answers before torch loads).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -36,7 +36,9 @@ import timm
 import torch
 from torch import nn
 
-from .arguments import add_version_argument, positive_int
+from fer_mek_cli.convert import DESCRIPTION as DESCRIPTION  # the command line's description (--help)
+from fer_mek_cli.convert import build_parser
+
 from .checkpoint_io import (
     StateDict,
     _as_state_dict,
@@ -52,7 +54,7 @@ from .checkpoint_io import (
 from .configuration_mek import MEKConfig
 from .image_processing_mek import MEKImageProcessor
 from .io import WriteError, atomic_directory, check_writable, writing
-from .labels import LABEL_SETS, get_label_set
+from .labels import get_label_set
 from .modeling_mek import MEKForImageClassification, MEKPreTrainedModel
 from .published import (
     MEKCV_FER2013_TRAIN_COUNTS,
@@ -480,67 +482,10 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------- command line
-#: The command line's description (``--help``).
-DESCRIPTION = """Convert an existing checkpoint into a fer-mek model folder (safetensors + config + preprocessor + remote code).
-
-Examples:
-    # a published MEK ResNet checkpoint, from the Hub (cached; offline from the cache with HF_HUB_OFFLINE=1):
-    # class order, training and serving settings told by its file name, conversion.json beside the weights
-    python scripts/convert_checkpoint.py --checkpoint ToiTenBao/fer-mek-checkpoints/mek_resnet18_rafdb_msceleb_best.pth --output mek-rn18-rafdb
-    # every published checkpoint (or every .pth of --repo), pinned to a revision, into published/<name>/
-    python scripts/convert_checkpoint.py --all --revision main --output published
-    # a local file; another MEK ResNet checkpoint needs its class order
-    python scripts/convert_checkpoint.py --checkpoint mek_resnet34_fer2013_imagenet_best.pth --output mek-rn34-fer
-    python scripts/convert_checkpoint.py --checkpoint my_mek.pth --labels fer2013-folders --output out
-    # a face-recognition ResNet as the backbone of a new (untrained-head) MEK model
-    python scripts/convert_checkpoint.py --kind backbone --checkpoint resnet18_msceleb.pth --backbone resnet18 --output out
-    # the official MEK Swin-T start_0.pt (Swin-T at 112 px, patch 2, is then the default backbone)
-    python scripts/convert_checkpoint.py --kind backbone --checkpoint start_0.pt --output out
-"""
-
-
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    """The command-line options of :func:`main` (``prog``: the command's name in ``--help``, e.g. ``fer-mek convert``)."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", help="the .pth/.pt/.bin/.safetensors file to convert: a local file, or a Hub "
-                        "file REPO_ID/FILENAME[@REVISION] (a bare FILENAME with --repo)")
-    parser.add_argument("--all", action="store_true", help=f"convert every .pth of --repo (default {PUBLISHED_REPO}) "
-                        "into --output/<file name without .pth>/")
-    parser.add_argument("--repo", default=None, help="Hub model repository of --all or of a bare --checkpoint name")
-    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin (default: main)")
-    parser.add_argument("--cache-dir", default=None, help="Hub cache folder (default: $HF_HUB_CACHE)")
-    parser.add_argument("--endpoint", default=None, help="Hub endpoint (default: $HF_ENDPOINT or huggingface.co)")
-    parser.add_argument("--output", required=True, help="folder to write the converted model to")
-    parser.add_argument(
-        "--kind",
-        choices=("auto", "mek-resnet", "backbone"),
-        default="auto",
-        help="mek-resnet: a published MEK ResNet checkpoint; backbone: a timm/torchvision backbone state_dict or the "
-        "official MEK Swin start_0.pt (classifier dropped, new head); auto: mek-resnet if the keys start with "
-        "'encoder.' (default)",
-    )
-    parser.add_argument(
-        "--labels",
-        choices=sorted(LABEL_SETS),
-        default=None,
-        help="class names and order of the checkpoint's outputs. MEK ResNet checkpoints: told by a file name with "
-        "'rafdb' or 'fer2013' in it, else required; --kind backbone: the new head's classes (default: rafdb)",
-    )
-    parser.add_argument("--backbone", default=None, help="timm model name (inferred for MEK ResNet checkpoints)")
-    parser.add_argument(
-        "--backbone-kwargs", type=json.loads, default=None, metavar="JSON",
-        help='extra timm.create_model arguments of a --kind backbone model, e.g. \'{"img_size": 112, "patch_size": 2}\'',
-    )
-    parser.add_argument("--head", choices=("linear", "conv_bn"), default="linear", help="head of a --kind backbone model")
-    parser.add_argument(
-        "--image-size", type=positive_int, default=None,
-        help="input size the weights expect (default: 224; 112 for the official MEK Swin checkpoint)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    add_version_argument(parser)
-    return parser.parse_args(argv)
+    """The command-line options of :func:`main` (``prog``: the command's name in ``--help``, e.g. ``fer-mek convert``);
+    the parser is :func:`fer_mek_cli.convert.build_parser`."""
+    return build_parser(prog).parse_args(argv)
 
 
 def _check_output(output: Path, overwrite: bool) -> None:

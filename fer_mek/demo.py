@@ -2,28 +2,22 @@
 
 Moved from ``scripts/demo.py`` (now its thin entry point). Reloads a model through the transformers Auto classes and
 the image-classification pipeline, checks that the two agree, and classifies freshly drawn synthetic faces.
+
+The options (:func:`build_parser`, :data:`DEFAULT_MODEL`) are those of :mod:`fer_mek_cli.demo`, re-exported here:
+``--help`` answers there without importing torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .arguments import add_version_argument, positive_int
+from fer_mek_cli.demo import DEFAULT_MODEL, DESCRIPTION, build_parser
+
 from .cli import EXIT_USAGE
 from .locations import ModelLoadError, locate_model
 
-__all__ = ["DEFAULT_MODEL", "FRESH_SEED", "main"]
+__all__ = ["DEFAULT_MODEL", "DESCRIPTION", "FRESH_SEED", "build_parser", "main"]
 
-#: The command line's description (``--help``).
-DESCRIPTION = """Use a trained fer-mek model the way a user would: reload it through the transformers Auto classes and the
-image-classification pipeline, check the two agree, and classify freshly drawn synthetic faces it has never seen.
-
-``make demo`` runs the default training (``accelerate launch scripts/train.py``) and then this script on its
-``best/`` folder.
-"""
-#: The folder ``make demo``'s training writes its best model to.
-DEFAULT_MODEL = "runs/synthetic-mek/best"
 #: Seeds far from those of the generated data set (which counts up from 0), so these faces are new to the model.
 FRESH_SEED = 10_000_000
 
@@ -31,14 +25,7 @@ FRESH_SEED = 10_000_000
 def main(argv: list[str] | None = None) -> int:
     """Load ``--model``, classify fresh faces through the pipeline and the model; returns the exit status (2: no
     model, 1: the pipeline and the model disagree)."""
-    parser = argparse.ArgumentParser(description=DESCRIPTION)
-    add_version_argument(parser)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"a saved model folder or Hub id (default: {DEFAULT_MODEL})")
-    parser.add_argument("--per-class", type=positive_int, default=4, help="fresh faces drawn per class (default: 4)")
-    parser.add_argument(
-        "--face-size", type=positive_int, default=112, help="side of the drawn faces in pixels (default: 112)"
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         name = locate_model(args.model)
     except ModelLoadError as error:

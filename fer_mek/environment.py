@@ -58,7 +58,7 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from .version import __version__
+    from fer_mek_cli.version import __version__
 
     return {
         "fer_mek": __version__, "torch": torch.__version__, "timm": timm.__version__,

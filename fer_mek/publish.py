@@ -26,13 +26,13 @@ uploaded, and this module writes and uploads it. Upload is ``create_repo(exist_o
 one ``create_commit``. The token comes from huggingface_hub's usual sources (``HF_TOKEN``, ``hf auth login``); this
 module never reads, prints or writes it.
 
-Entry points: :func:`publish`, and :func:`main`, its command line (``scripts/push.py``). Importing this module has no
-side effect.
+Entry points: :func:`publish`, and :func:`main`, its command line (``scripts/push.py``), whose options
+(:func:`build_parser`) are those of :mod:`fer_mek_cli.push`, re-exported here: ``--help`` answers there without
+importing torch. Importing this module has no side effect.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .arguments import add_version_argument
+from fer_mek_cli.push import build_parser
+
 from .io import WriteError, atomic_directory, check_writable, writing
 from .local_paths import Root, reduce_folder, reduce_local_paths, roots_of
 from .model_card import CardTemplateError, build_card, describe_dataset, format_metric
@@ -557,72 +558,6 @@ def publish(
 
 
 # ------------------------------------------------------------------------------------------------- command line
-_DESCRIPTION = """\
-Publish a training run, or a converted checkpoint, on the Hugging Face Hub:
-``python scripts/push.py --run RUN_DIR --repo-id USER/NAME``.
-
-The run's checkpoint becomes a model repository that loads with ``AutoModelForImageClassification`` (with the
-fer-mek package, or with ``trust_remote_code=True`` without it) and ``pipeline("image-classification")``:
-
-    model.safetensors, config.json, preprocessor_config.json, the model code (*.py), README.md (the model card,
-    generated from MODEL_CARD.md and results.json), confusion_matrix.png, training_curves.png, results.json
-
-The model code is the installed fer-mek's own, never the run folder's copy (which is neither run nor uploaded; a
-note names each file of it that differs). Local paths (data root, run folder, home directory, any absolute path in
-a message) are reduced in every text file and in the commit message.
-
-A converted checkpoint (scripts/convert_checkpoint.py's output: a model folder with conversion.json) is published
-with its conversion.json, and its card gives the figures its source reports, marked unverified (not measured by
-fer-mek), with the source's training and serving settings and the command that re-measures them.
-
-Before uploading, the folder is reloaded both ways and must give the run's logits on a few validation images
-(generated faces for a folder without a run); otherwise nothing is pushed. Runs without test results (and converted
-checkpoints whose source reports none) are refused unless --allow-no-results.
-
-Log in first (`hf auth login`) or set HF_TOKEN; the token is never printed or written. Examples:
-
-    python scripts/push.py --run runs/rafdb-resnet18-imagenet --repo-id alice/fer-mek-rafdb-resnet18
-    python scripts/push.py --run runs/fer-mek --repo-id alice/fer-mek-demo --dry-run --output-dir hub-preview
-    python scripts/push.py --run mek-resnet18-rafdb --repo-id alice/mek-resnet18-rafdb-msceleb   # a converted folder
-"""
-
-
-def build_parser(template: str | os.PathLike | None = None) -> argparse.ArgumentParser:
-    """The command-line options of :func:`main` (``template``: the default of ``--card-template``)."""
-    parser = argparse.ArgumentParser(description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, metavar="RUN_DIR",
-                        help="the run folder (scripts/train.py --output-dir), a converted checkpoint folder (with "
-                             "conversion.json), or a save_pretrained folder")
-    parser.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the Hub model id, e.g. alice/fer-mek")
-    parser.add_argument("--checkpoint", choices=(BEST, LAST), default=BEST,
-                        help="which checkpoint of the run to publish (default: best, the one evaluated on test)")
-    parser.add_argument("--private", action="store_true",
-                        help="create the repository private (an existing repository keeps its visibility)")
-    parser.add_argument("--revision", metavar="BRANCH", help="branch to commit to, created if missing (default: main)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="write the folder that would be uploaded to --output-dir and stop (no network)")
-    parser.add_argument("--output-dir", metavar="DIR",
-                        help="where to write the folder (required with --dry-run; otherwise a record of the upload)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
-    parser.add_argument("--allow-no-results", action="store_true",
-                        help="publish a checkpoint without test results (the card then claims no accuracy); a "
-                             "converted checkpoint whose conversion.json reports its source's figures needs no flag")
-    parser.add_argument("--commit-message", metavar="TEXT", help="commit title (default names the run)")
-    parser.add_argument("--card-template", metavar="PATH", default=None if template is None else str(template),
-                        help="the human-written part of the card (default: "
-                             + ("the MODEL_CARD.md packaged with fer-mek" if template is None else "%(default)s")
-                             + ")")
-    parser.add_argument("--license", metavar="ID",
-                        help="licence of the weights, overriding the one derived from the dataset (e.g. apache-2.0 "
-                             "for a model trained on your own data)")
-    parser.add_argument("--verify-on", choices=("auto", "synthetic"), default="auto",
-                        help="images of the pre-upload check: the run's validation images when available (auto), "
-                             "or generated synthetic faces")
-    parser.add_argument("--endpoint", metavar="URL", help="Hub endpoint (default: $HF_ENDPOINT or huggingface.co)")
-    add_version_argument(parser)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None, template: str | os.PathLike | None = None) -> int:
     """Run the command line; returns the exit status (0 on success, 1 when publishing was refused or failed).
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_mek_cli.convert import PUBLISHED_REPO  # the published checkpoints' Hub repository (one place)
+
 from .image_processing_mek import SERVING_DEFAULTS
 from .labels import LABEL_SETS
 
@@ -62,8 +64,6 @@ __all__ = [
 CONVERSION = "conversion.json"
 #: Version of the ``conversion.json`` layout written by :func:`write_conversion`.
 CONVERSION_SCHEMA_VERSION = 1
-#: The Hub repository of the published MEK ResNet checkpoints (MEK-CV ``README.md:10``).
-PUBLISHED_REPO = "ToiTenBao/fer-mek-checkpoints"
 #: The MEK-CV commit every file:line below refers to.
 MEKCV_COMMIT = "frichickens/MEK-CV@3fb255f079b71b128d8bed1cfabd0c9ccd388010"
 

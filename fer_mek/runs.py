@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fer_mek_cli.defaults import BEST, LAST  # a run's two model folders (one place: the command lines show them)
+
 # conversion.json (beside the weights of a converted checkpoint) is written by fer_mek.convert, which must not import
 # this module (it reaches the data stack); its name and writer live in fer_mek.published and are part of this contract.
 from .published import CONVERSION, CONVERSION_SCHEMA_VERSION, write_conversion
@@ -62,8 +64,6 @@ __all__ = [
     "write_train_config",
 ]
 
-BEST = "best"
-LAST = "last"
 CHECKPOINT = "checkpoint"
 RESULTS = "results.json"
 TRAIN_CONFIG = "train_config.yaml"

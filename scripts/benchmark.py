@@ -4,14 +4,12 @@
     python scripts/benchmark.py                                   # limit, loop, reference, inference figures
     python scripts/benchmark.py --only data,predict               # data sources; fer-mek predict in detail
 
-``--help`` describes every figure and option. The logic is :mod:`fer_mek.benchmark` (from Python,
-``fer_mek.benchmark.main``); this script passes its checkout so that the results name the source commit.
-Exit status: 0, or 1 with one ``error: ...`` line when a figure cannot be measured.
+``--help`` describes every figure and option (:mod:`fer_mek_cli.benchmark`). The logic is :mod:`fer_mek.benchmark`
+(from Python, ``fer_mek.benchmark.main``); this script passes its checkout so that the results name the source commit.
+Exit status: 0, 1 with one ``error: ...`` line when a figure cannot be measured, 2 for a usage error.
 """
 
-from pathlib import Path
-
-from fer_mek.benchmark import cli_main
+from fer_mek_cli.benchmark import checkout_of, main
 
 if __name__ == "__main__":
-    raise SystemExit(cli_main(source_dir=Path(__file__).resolve().parents[1]))
+    raise SystemExit(main(source_dir=checkout_of(__file__)))

@@ -3,10 +3,12 @@
 FILE --output FOLDER [--kind mek-resnet|backbone] [--labels rafdb|fer2013|fer2013-folders]``.
 
 A published MEK ResNet checkpoint, or a timm/torchvision backbone state_dict (e.g. an MS-Celeb-1M ResNet) under a new
-head; ``--help`` has examples. The logic is :func:`fer_mek.convert.main`.
+head; ``--help`` has examples. The same command as ``fer-mek convert``: the options are
+:mod:`fer_mek_cli.convert`'s, the logic is :func:`fer_mek.convert.main`. Exit status: 0, 1 with one ``error: ...``
+line when the checkpoint cannot be converted or written, 2 for a usage error.
 """
 
-from fer_mek.convert import cli_main
+from fer_mek_cli.convert import main
 
 if __name__ == "__main__":
-    raise SystemExit(cli_main())
+    raise SystemExit(main())

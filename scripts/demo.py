@@ -3,10 +3,11 @@
 
 Reloads it through the transformers Auto classes and the image-classification pipeline, checks the two agree, and
 classifies freshly drawn synthetic faces it has never seen. ``make demo`` runs the default training (``accelerate
-launch scripts/train.py``) and then this script on its ``best/`` folder. The logic is :mod:`fer_mek.demo`.
+launch scripts/train.py``) and then this script on its ``best/`` folder. The options are :mod:`fer_mek_cli.demo`'s,
+the logic is :mod:`fer_mek.demo`.
 """
 
-from fer_mek.demo import main
+from fer_mek_cli.demo import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

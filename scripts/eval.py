@@ -2,10 +2,11 @@
 """Evaluate a fer-mek model on a dataset split: ``python scripts/eval.py --model RUN/best [--tta flip] [options]``.
 
 Accuracy, mean-class accuracy, per-class recall, macro-F1 and the confusion matrix; a run's ``best/`` or ``last/``
-folder is evaluated on the run's own split. ``--help`` lists the options; the logic is :mod:`fer_mek.evaluation`.
+folder is evaluated on the run's own split. ``--help`` lists the options (:mod:`fer_mek_cli.evaluation`); the logic
+is :mod:`fer_mek.evaluation`.
 """
 
-from fer_mek.evaluation import cli_main
+from fer_mek_cli.evaluation import main
 
 if __name__ == "__main__":
-    raise SystemExit(cli_main())
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ Exit status: 0, 1 on a bad option, unreadable data or an unwritable folder (one 
 and 143 on SIGTERM (a checkpoint was saved: continue with ``--resume``).
 """
 
-from fer_mek.train import cli_main
+from fer_mek_cli.train import main
 
 if __name__ == "__main__":
-    raise SystemExit(cli_main())
+    raise SystemExit(main())

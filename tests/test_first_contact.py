@@ -157,7 +157,7 @@ def test_options_out_of_range_are_usage_errors(
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     # pyproject.toml reads the version from fer_mek/version.py (its one place); the installed metadata agrees
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fer_mek.version.__version__"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fer_mek_cli.version.__version__"}
     assert fer_mek.__version__ == importlib.metadata.version("fer-mek")
     from fer_mek import benchmark, convert, publish, train
     from fer_mek.data import prepare

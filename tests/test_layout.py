@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "fer_mek"
+#: The command lines' package: parsers that answer ``--help`` before the library (and torch) is imported.
+CLI_PACKAGE = REPO_ROOT / "fer_mek_cli"
 #: The longest a library module may be without saying in its docstring why ("Reason for its length: ...").
 MAX_MODULE_LINES = 700
 #: The most statements a script in scripts/ may hold besides its docstring and imports.
@@ -26,7 +29,7 @@ def module_name(path: Path) -> str:
 
 
 def library_modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+    return {module_name(path): path for package in (PACKAGE, CLI_PACKAGE) for path in sorted(package.rglob("*.py"))}
 
 
 def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
@@ -56,6 +59,12 @@ def import_cycles() -> list[list[str]]:
     modules = library_modules()
     known = set(modules)
     graph = {name: imported_modules(name, path, known) for name, path in modules.items()}
+    # A command line's `main` imports the library inside the function, to run the command after parsing: that edge
+    # runs when both modules are loaded and cannot form an import-time cycle (module-level imports of fer_mek from
+    # fer_mek_cli are refused by test_the_command_lines_import_only_the_standard_library_at_module_level).
+    for name, targets in graph.items():
+        if name.startswith("fer_mek_cli"):
+            targets.difference_update({target for target in targets if not target.startswith("fer_mek_cli")})
     # Tarjan's strongly connected components: a component of two or more modules is a cycle.
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -101,7 +110,7 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path):
 
 
 def python_files() -> list[Path]:
-    return [path for folder in ("fer_mek", "scripts", "tests", "hub") for path in (REPO_ROOT / folder).rglob("*.py")]
+    return [path for folder in ("fer_mek", "fer_mek_cli", "scripts", "tests", "hub") for path in (REPO_ROOT / folder).rglob("*.py")]
 
 
 def test_nothing_edits_sys_path():
@@ -130,7 +139,8 @@ def test_no_script_is_loaded_by_path():
 
 @pytest.mark.parametrize("script", sorted((REPO_ROOT / "scripts").glob("*.py")), ids=lambda p: p.name)
 def test_scripts_are_thin_entry_points(script):
-    """A docstring, imports of fer_mek, and a call of one fer_mek function: the logic lives in the library."""
+    """A docstring, an import of its command line from fer_mek_cli, and a call of its ``main``: the parser lives in
+    fer_mek_cli (light, so ``--help`` is fast), the logic in the library."""
     tree = ast.parse(script.read_text(encoding="utf-8"))
     body = list(tree.body)
     assert ast.get_docstring(tree), f"{script.name}: say in a docstring what it runs and how"
@@ -138,9 +148,26 @@ def test_scripts_are_thin_entry_points(script):
     assert len(body) <= MAX_SCRIPT_STATEMENTS, f"{script.name}: logic belongs in fer_mek"
     imported = {alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "").split(".")[0]
                 for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
-    assert "fer_mek" in imported, f"{script.name} must call a fer_mek function"
-    assert imported <= {"fer_mek", "__future__", "sys", "pathlib"}, f"{script.name} imports {imported}"
+    assert "fer_mek_cli" in imported, f"{script.name} must call its fer_mek_cli command line"
+    assert imported <= {"fer_mek_cli", "__future__", "sys"}, f"{script.name} imports {imported}"
     assert not any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in ast.walk(tree))
+
+
+def test_the_command_lines_import_only_the_standard_library_at_module_level():
+    """fer_mek_cli's modules are imported before any command runs: at module level they may import the standard
+    library, PyYAML and each other; fer_mek (which loads torch) only inside functions, to run a command."""
+    allowed = set(sys.stdlib_module_names) | {"yaml", "fer_mek_cli"}
+    offenders = []
+    for path in sorted(CLI_PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["fer_mek_cli" if node.level else node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0] not in allowed]
+    assert offenders == []
 
 
 def test_library_modules_are_of_a_livable_length():
@@ -165,7 +192,7 @@ DOCS = ("README.md", "BENCHMARKS.md", "Makefile", "hub/README.md", "hub/space/RE
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_file_the_docs_name_exists(doc):
     text = (REPO_ROOT / doc).read_text(encoding="utf-8")
-    named = set(re.findall(r"(?<![\w./-])((?:scripts|fer_mek|tests|hub)/[\w./-]*\w)", text))
+    named = set(re.findall(r"(?<![\w./-])((?:scripts|fer_mek|fer_mek_cli|tests|hub)/[\w./-]*\w)", text))
     missing = sorted(path for path in named if not (REPO_ROOT / path).exists())
     assert missing == [], f"{doc} names files that do not exist"
 

@@ -31,8 +31,9 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> 
 def test_a_wheel_trains_predicts_and_publishes_without_the_checkout(tmp_path):
     # Built from a copy of what the wheel is made of, so that the build leaves nothing in the checkout.
     source = tmp_path / "source"
-    shutil.copytree(REPO_ROOT / "fer_mek", source / "fer_mek", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("fer_mek", "fer_mek_cli"):
+        shutil.copytree(REPO_ROOT / package, source / package, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "setup.cfg", "README.md", "MODEL_CARD.md"):
         shutil.copy2(REPO_ROOT / name, source / name)
     wheels = tmp_path / "wheels"
@@ -57,6 +58,10 @@ def test_a_wheel_trains_predicts_and_publishes_without_the_checkout(tmp_path):
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", FER_MEK_CACHE=str(tmp_path / "cache"))
     location = run([str(python), "-c", "import fer_mek; print(fer_mek.__file__)"], cwd=away, env=env).strip()
     assert Path(location).is_relative_to(env_dir), f"fer_mek came from {location}, not from the wheel"
+    # The light command lines ship too, and find the packaged recipes without importing fer_mek.
+    recipes = run([str(python), "-c", "from fer_mek_cli.train import RECIPE_DIR, list_recipes; "
+                   "print(RECIPE_DIR); print(' '.join(list_recipes()))"], cwd=away, env=env).splitlines()
+    assert Path(recipes[0]).is_relative_to(env_dir) and "synthetic" in recipes[1].split()
 
     # The default recipe comes from the package, shrunk to seconds; then evaluation, prediction and a dry-run publish.
     run([str(python), "-m", "fer_mek.train", "--backbone", TINY_BACKBONE, "--synthetic-images", "300",

@@ -29,31 +29,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ABLATION_VARIANTS", "format_ablation", "measure_ablation", "parse_seeds", "summarize_ablation"]
+from fer_mek_cli.benchmark import ABLATION_VARIANTS, parse_seeds  # their one place: the light command line
 
-#: The variants and the training options each adds to the common ones (module docstring).
-ABLATION_VARIANTS: dict[str, tuple[str, ...]] = {
-    "ce": ("--method", "baseline"),
-    "ce+sampler": ("--method", "baseline", "--balanced-sampler"),
-    "rsl": ("--method", "mek", "--attention-weight", "0"),
-    "rac+ce": ("--method", "mek", "--smoothing", "0"),
-    "mek": ("--method", "mek"),
-    "mek+sampler": ("--method", "mek", "--balanced-sampler"),
-}
+__all__ = ["ABLATION_VARIANTS", "format_ablation", "measure_ablation", "parse_seeds", "summarize_ablation"]
 
 #: How many of the rarest training classes get their recall reported.
 RARE_CLASSES = 2
-
-
-def parse_seeds(text: str) -> list[int]:
-    """argparse type of ``--seeds``: a comma list of distinct non-negative integers, e.g. ``0,1,2``."""
-    try:
-        seeds = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 0,1,2") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least one seed, each >= 0 and each once")
-    return seeds
 
 
 def _run_options(common: list[str], variant: str, seed: int, output_dir: Path) -> list[str]:

@@ -26,16 +26,12 @@ from fer_mek import MEKImageProcessor
 from fer_mek.data import collate_fn, load_source, make_transform
 from fer_mek.data.fixtures import write_fer2013_csv, write_fer2013_folders, write_image_folder, write_rafdb
 from fer_mek.labels import RAFDB_LABELS
+from fer_mek_cli.benchmark import DATA_SOURCES, MIN_DATA_IMAGES  # --data-sources' choices, --data-images' least
 
 from .fixtures import fixture_counts
 from .timing import cycle, figure, measure, rate
 
 __all__ = ["DATA_SOURCES", "MIN_DATA_IMAGES", "build_fixture", "measure_data", "measure_source"]
-
-#: The data sources timed by ``--only data`` (``--data-sources`` picks some).
-DATA_SOURCES = ("rafdb", "fer2013-csv", "fer2013-folders", "folder", "hub", "synthetic")
-#: The fewest images per fixture: every class needs training images for the stratified validation split.
-MIN_DATA_IMAGES = 100
 
 
 def build_fixture(source: str, base: Path, num_images: int) -> tuple[str, str | None, dict[str, Any]]:

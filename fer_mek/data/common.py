@@ -20,6 +20,8 @@ import datasets
 import numpy as np
 from PIL import Image as PILImage
 
+from fer_mek_cli.defaults import VAL_SPLITS
+
 from ..labels import get_label_set
 from ..losses import balance_weight_values
 
@@ -42,12 +44,7 @@ __all__ = [
 
 #: The splits every loader returns, in this order.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-#: How the validation split is made from train (``val_split`` of every loader): ``stratified`` (fer-mek's default:
-#: a stratified ``val_fraction``, :func:`stratified_split`), ``permutation`` (MEK-CV's: the first
-#: ``int(n * val_fraction)`` indices of NumPy's legacy ``seed(seed); permutation(n)`` over the train items in
-#: ImageFolder order, :func:`permutation_split`) or ``none`` (the official MEK code's: no validation split, train keeps
-#: every training item, ``validation`` is empty).
-VAL_SPLITS: tuple[str, ...] = ("stratified", "permutation", "none")
+#: How the validation split is made from train (``val_split`` of every loader): :data:`fer_mek_cli.defaults.VAL_SPLITS`.
 #: Version of the metadata layout written into ``info.description``.
 METADATA_VERSION = 1
 _METADATA_MARKER = "fer_mek_metadata="

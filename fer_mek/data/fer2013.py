@@ -12,6 +12,8 @@ import datasets
 import numpy as np
 from PIL import Image as PILImage
 
+from fer_mek_cli.defaults import FER2013_TEST_SPLITS  # the test sets of the CSV (its docs)
+
 from ..labels import FER2013_FOLDER_LABELS, FER2013_LABELS
 from .common import TEXT_ENCODING, BadInputLog, DataError, check_val_split, finalize, make_split, not_utf8_error
 from .folder import find_split_dirs, load_folder_tree
@@ -20,10 +22,6 @@ __all__ = ["FER2013_TEST_SPLITS", "FER2013_USAGES", "detect_fer2013_layout", "lo
 
 #: Values of the ``Usage`` column of ``fer2013.csv``.
 FER2013_USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
-#: Test sets of the CSV (``test_split``): ``PrivateTest`` (3,589 images, what papers report), ``PublicTest`` (3,589)
-#: or both, ``PublicTest+PrivateTest`` (7,178: the ``test/`` folder of the image-folder release, e.g. Kaggle's
-#: ``msambare/fer2013``, on which MEK-CV's FER-2013 numbers are measured).
-FER2013_TEST_SPLITS: tuple[str, ...] = ("PrivateTest", "PublicTest", "PublicTest+PrivateTest")
 #: The test set of the image-folder release: its ``test/`` folder holds both CSV test sets.
 _FOLDER_TEST = "PublicTest+PrivateTest"
 _SIDE = 48

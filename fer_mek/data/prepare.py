@@ -2,7 +2,8 @@
 
 Moved from that script (now its thin entry point). :func:`main` loads any source of :data:`~fer_mek.data.SOURCES`,
 writes ``save_to_disk`` output and ``fer_mek_summary.json``, and can push both to the Hub. Not imported by
-``fer_mek.data`` itself: import ``fer_mek.data.prepare``.
+``fer_mek.data`` itself: import ``fer_mek.data.prepare``. The options (:func:`build_parser`, :data:`DESCRIPTION`)
+are those of :mod:`fer_mek_cli.prepare_data`, re-exported here: ``--help`` answers there without loading ``datasets``.
 """
 
 from __future__ import annotations
@@ -14,31 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..arguments import add_version_argument, positive_int, unit_interval
+from fer_mek_cli.prepare_data import DESCRIPTION, build_parser
+
 from ..io import WriteError, atomic_directory, check_writable, writing
-from .common import TEXT_ENCODING, VAL_SPLITS, format_summary, not_utf8_error, summarize
-from .sources import SOURCES, load_source
-from .synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
+from .common import TEXT_ENCODING, format_summary, not_utf8_error, summarize
+from .sources import load_source
 
 __all__ = ["DESCRIPTION", "SUMMARY_NAME", "build_parser", "main"]
 
 #: The summary file written beside the saved dataset.
 SUMMARY_NAME = "fer_mek_summary.json"
-#: The command line's description (``--help`` shows its first paragraph).
-DESCRIPTION = """Turn RAF-DB, FER-2013, an image folder, a Hub dataset or the synthetic set into a saved ``DatasetDict``.
-
-Writes ``save_to_disk`` output (train / validation / test; ``image`` + ``label`` with the class names) and
-``fer_mek_summary.json`` (per-split class counts, MEK balance weights, split protocol, skipped bad items) into
-``--output``, prints the counts table, and optionally pushes the dataset to the Hub. Load the result again with
-``fer_mek.data.load_source("hub", "<output>")`` or ``datasets.load_from_disk("<output>")``.
-
-Examples:
-    python scripts/prepare_data.py --output data/synthetic
-    python scripts/prepare_data.py --source rafdb --root ~/data/RAF-DB/basic --output data/rafdb
-    python scripts/prepare_data.py --source fer2013 --root ~/data/fer2013.csv --output data/fer2013 --skip-bad
-    python scripts/prepare_data.py --source folder --root ~/data/AffectNet --label-mapping '{"contempt": null}' \\
-        --output data/affectnet7 --push-to-hub me/affectnet7 --private
-"""
 
 
 def _label_mapping(text: str | None) -> dict[str, str | None] | None:
@@ -69,51 +55,6 @@ def _label_names(text: str | None) -> str | list[str] | None:
     if text is None:
         return None
     return [n.strip() for n in text.split(",")] if "," in text else text
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line options."""
-    parser = argparse.ArgumentParser(
-        description=DESCRIPTION.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--source", choices=sorted(SOURCES), default="synthetic", help="data source (default: synthetic)"
-    )
-    parser.add_argument("--root", help="; ".join(f"{name}: {text}" for name, (_, text) in SOURCES.items()))
-    parser.add_argument("--output", required=True, type=Path, help="folder for save_to_disk and the summary JSON")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing saved dataset in --output")
-    parser.add_argument("--val-fraction", type=unit_interval, default=0.1, help="share of train used as validation")
-    parser.add_argument(
-        "--val-split",
-        choices=VAL_SPLITS,
-        default="stratified",
-        help="how validation is made from train: stratified (default), permutation (MEK-CV's NumPy permutation "
-        "over the ImageFolder order) or none (no validation split)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (and of synthetic data)")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="skip bad items (listed in the summary) instead of failing"
-    )
-    group = parser.add_argument_group("source options")
-    group.add_argument("--image-dir", help="rafdb: Image/ subfolder, 'aligned' (default) or 'original'")
-    group.add_argument(
-        "--test-split",
-        help="fer2013: PrivateTest (CSV default), PublicTest or PublicTest+PrivateTest (the image-folder release's "
-        "test/); hub: test split name",
-    )
-    group.add_argument("--label-names", help="folder/hub: class names in index order (comma list) or a label set name")
-    group.add_argument("--label-mapping", help="folder/hub: JSON {source: target|null}, a JSON file, or a=b,c= pairs")
-    group.add_argument(
-        "--test-fraction", type=unit_interval, help="folder/hub: carve a stratified test split when there is none"
-    )
-    group.add_argument("--num-images", type=positive_int, help=f"synthetic: total images (default {SYNTHETIC_NUM_IMAGES})")
-    group.add_argument("--image-size", type=positive_int, help=f"synthetic: image side in pixels (default {SYNTHETIC_IMAGE_SIZE})")
-    group.add_argument("--balanced", action="store_true", help="synthetic: equal class sizes instead of RAF-DB's")
-    hub = parser.add_argument_group("Hub upload")
-    hub.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset (and the summary) to this Hub repo")
-    hub.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    add_version_argument(parser)
-    return parser
 
 
 def _prepare_output(output: Path, overwrite: bool, root: str | None) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import datasets
 
+from fer_mek_cli.defaults import SOURCE_ROOTS
+
 from .fer2013 import load_fer2013
 from .folder import load_hub_dataset, load_image_folder
 from .rafdb import load_rafdb
@@ -16,14 +18,17 @@ from .synthetic import load_synthetic
 
 __all__ = ["SOURCES", "load_source"]
 
-#: ``--source`` values (the one list: the trainer, evaluation and ``prepare_data`` offer these, in this order): the
-#: loader of each and what its ``root`` is.
+#: ``--source`` values (:data:`fer_mek_cli.defaults.SOURCE_ROOTS`, the one list, in its order): the loader of each and
+#: what its ``root`` is.
+_LOADERS: dict[str, Callable[..., datasets.DatasetDict]] = {
+    "synthetic": load_synthetic,
+    "rafdb": load_rafdb,
+    "fer2013": load_fer2013,
+    "folder": load_image_folder,
+    "hub": load_hub_dataset,
+}
 SOURCES: dict[str, tuple[Callable[..., datasets.DatasetDict], str]] = {
-    "synthetic": (load_synthetic, "nothing: the images are generated (and cached)"),
-    "rafdb": (load_rafdb, "the RAF-DB basic folder (EmoLabel/ + Image/) or a train/1..7 + test/1..7 folder tree"),
-    "fer2013": (load_fer2013, "fer2013.csv, a folder containing it, or a train/<class> + test/<class> folder tree"),
-    "folder": (load_image_folder, "an image-folder tree: train/<class>/ and test/<class>/"),
-    "hub": (load_hub_dataset, "a Hub dataset id or a save_to_disk folder (e.g. the output of prepare_data.py)"),
+    name: (_LOADERS[name], root) for name, root in SOURCE_ROOTS.items()
 }
 
 

@@ -35,6 +35,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFilter
 
+from fer_mek_cli.defaults import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES  # the default run's set
+
 from ..io import atomic_directory
 from ..labels import RAFDB_LABELS
 from .common import (
@@ -59,11 +61,6 @@ __all__ = [
 
 #: RAF-DB basic training images per class, in ``RAFDB_LABELS`` order: the default class proportions.
 RAFDB_TRAIN_COUNTS: tuple[int, ...] = (1290, 281, 717, 4772, 1982, 705, 2524)
-#: Default size of the synthetic set (images over train, validation and test): that of the default training run
-#: (``fer_mek/train/recipes/synthetic.yaml``); the trainer, evaluation and ``prepare_data`` default to it.
-SYNTHETIC_NUM_IMAGES = 12000
-#: Default side of the drawn images, in pixels: the default training run's input size, so no resize per sample.
-SYNTHETIC_IMAGE_SIZE = 64
 #: ``val_fraction`` of the generated set that ``val_split="permutation"`` / ``"none"`` re-split (the default layout).
 _POOL_VAL_FRACTION = 0.1
 #: Bump when the drawing changes: it is part of the cache key.

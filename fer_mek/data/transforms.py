@@ -25,6 +25,24 @@ from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision.transforms import v2
 
+from fer_mek_cli.defaults import (  # the MEK augmentation, written once there
+    COLOR_JITTER,
+    CROP,
+    CROP_RATIO,
+    CROP_SCALE,
+    CROPS,
+    HFLIP,
+    RAND_AUGMENT,
+    RE_MODE,
+    RE_MODES,
+    RE_PROB,
+    RE_RATIO,
+    RE_SCALE,
+    ROTATION,
+    ROTATION_INTERPOLATION,
+    TRAIN_INTERPOLATION,
+)
+
 from ..image_processing_mek import to_rgb8
 
 __all__ = [
@@ -39,26 +57,6 @@ __all__ = [
     "processor_settings",
 ]
 
-# The MEK training augmentation (official code: RandAugment m9 mstd0.5 inc1, random erasing 0.25), shared by the
-# per-sample transform and the batched one (fer_mek.data.batch_augment).
-RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
-RE_PROB = 0.25
-CROP_SCALE = (0.8, 1.0)
-CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-ROTATION = 10.0
-HFLIP = 0.5
-COLOR_JITTER = 0.4
-#: ``crop`` of :func:`build_train_transform`: timm's random resized crop (fer-mek) or MEK-CV's resize + padded crop.
-CROPS: tuple[str, ...] = ("random-resized", "padded")
-CROP = "random-resized"
-TRAIN_INTERPOLATION = "bilinear"
-ROTATION_INTERPOLATION = "bilinear"
-#: Erased area range (timm's default, 2 % to 1/3 of the image) and torchvision's aspect-ratio range.
-RE_SCALE = (0.02, 1.0 / 3.0)
-RE_RATIO = (0.3, 3.3)
-#: ``re_mode``: timm's fills, or torchvision's ``RandomErasing`` (MEK-CV).
-RE_MODES: tuple[str, ...] = ("const", "rand", "pixel", "torchvision")
-RE_MODE = "const"
 #: The augmentation options of :func:`build_train_transform` (and :func:`~fer_mek.data.batched_augmentation_supports`)
 #: that are training-configuration fields of the same name: ``{name: getattr(config, name) for name in ...}``.
 AUGMENTATION_OPTIONS: tuple[str, ...] = (

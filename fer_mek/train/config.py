@@ -1,5 +1,9 @@
 """The options of a training run: :class:`TrainConfig`, the packaged recipes, the command line and its checks.
 
+:class:`TrainConfig`, the choices, :data:`RECIPE_DIR`, :func:`list_recipes` and :func:`build_parser` are written in
+:mod:`fer_mek_cli.train` (the light command line, which answers ``--help`` without torch) and re-exported here under
+the same names; this module adds the recipes' loading, the validation, ``--print-config`` and the run-folder checks.
+
 Precedence: the dataclass defaults (the official MEK hyper-parameters), then the recipe (``--recipe``: a name in
 :data:`RECIPE_DIR` or a YAML path), then the options given on the command line. :func:`parse_config` resolves and
 validates them; :func:`check_run_folder` refuses to mix two runs in one ``--output-dir``.
@@ -7,37 +11,33 @@ validates them; :func:`check_run_folder` refuses to mix two runs in one ``--outp
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..arguments import add_version_argument
-from ..data.common import VAL_SPLITS
-from ..data.fer2013 import FER2013_TEST_SPLITS
-from ..data.sources import SOURCES
-from ..data.synthetic import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_NUM_IMAGES
-from ..data.transforms import (  # the official MEK augmentation
-    COLOR_JITTER,
-    CROP_RATIO,
-    CROP_SCALE,
-    HFLIP,
-    RAND_AUGMENT,
-    RE_PROB,
-    ROTATION,
+from fer_mek_cli.train import (
+    CHOICES,
+    DESCRIPTION,
+    DICT_OPTIONS,
+    LIST_OPTIONS,
+    RECIPE_DIR,
+    TrainConfig,
+    _field_default,
+    build_parser,
+    list_recipes,
 )
+
 from ..runs import CHECKPOINT, RESULTS, TRAIN_CONFIG, RunError, read_train_config
 
 __all__ = [
     "CHOICES",
     "DESCRIPTION",
+    "DICT_OPTIONS",
     "LIST_OPTIONS",
     "RECIPE_DIR",
     "RESUMABLE_OPTIONS",
@@ -56,171 +56,13 @@ __all__ = [
     "validate_config",
 ]
 
-#: The command line's description (``--help``).
-DESCRIPTION = """Train a MEK facial-expression classifier: ``accelerate launch scripts/train.py [--recipe NAME] [options]``
-(or ``python -m fer_mek.train``).
-
-With no arguments it runs the ``synthetic`` recipe: MEK on the embedded synthetic expression set, leaving a complete,
-loadable, evaluated run folder. A recipe (``fer_mek/train/recipes/<name>.yaml`` or a path) sets the published
-configurations; command-line options override the recipe; options no recipe sets keep the defaults below, which are
-the official MEK hyper-parameters. Runs on one CPU, one GPU or many (``accelerate config`` / ``accelerate launch``).
-
-Run folder (``--output-dir``):
-    best/, last/                 save_pretrained folders (safetensors, config with id2label, preprocessor, code)
-    checkpoint/                  state for --resume (model, optimizer, scheduler, RNG, EMA; no pickle runs code)
-    results.json                 validation and test metrics, class counts, balance weights, init, versions, time
-    confusion_matrix.png         test confusion matrix of the chosen checkpoint (row-normalised)
-    training_curves.png          losses and validation metrics per epoch
-    train_config.yaml            the resolved configuration
-    logs/                        TensorBoard logs (when tensorboard is installed)
-
-The test split is evaluated once, at the end, on the checkpoint chosen on validation (with --val-split none: on the
-final checkpoint, which best/ then holds too). --print-config shows every option's resolved value and exits.
-"""
-
-#: The packaged recipes (package data): ``<name>.yaml`` per published configuration.
-RECIPE_DIR = Path(__file__).parent / "recipes"
 #: Options that may change between a run and its resumption; every other option must match the saved run.
 RESUMABLE_OPTIONS = {"resume", "overwrite", "epochs", "num_workers", "log_with", "checkpoint_every", "max_steps",
                      "channels_last", "compile", "fused_optimizer"}
 #: Options of the synthetic set only: they do not describe a run on any other source.
 _SYNTHETIC_OPTIONS = {"synthetic_images", "synthetic_image_size"}
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run. Field metadata holds the command-line help."""
-
-    recipe: str = field(default="synthetic", metadata={"help": "recipe name in fer_mek/train/recipes/ (e.g. rafdb-resnet18-imagenet) or a YAML path; options given on the command line override it"})
-    # Data
-    source: str = field(default="synthetic", metadata={"help": "dataset source: synthetic, rafdb, fer2013, folder or hub"})
-    data_root: str | None = field(default=None, metadata={"help": "dataset root (file, folder or Hub id) for every source but synthetic"})
-    val_split: str = field(default="stratified", metadata={"help": "validation split: stratified (a stratified --val-fraction of train), permutation (MEK-CV: np.random.seed(--split-seed), the first int(N x --val-fraction) of np.random.permutation(N) over train in (class, file name) order; not stratified) or none (train on all of train, no per-epoch validation; the final checkpoint is reported)"})
-    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train held out for validation (in (0, 1); unused with --val-split none)"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split (recorded in results.json)"})
-    fer2013_test: str = field(default="PrivateTest", metadata={"help": "fer2013 CSV: the test split: PrivateTest (3,589 images), PublicTest, or PublicTest+PrivateTest (7,178: the test/ folder of the image-folder release, on which MEK-CV reports)"})
-    epoch_size: int = field(default=0, metadata={"help": "samples per epoch: 0 = one pass over train; N = the train list repeated in order to N entries and shuffled each epoch (official MEK: 1000000)"})
-    synthetic_images: int = field(default=SYNTHETIC_NUM_IMAGES, metadata={"help": "synthetic source: number of images (train+validation+test)"})
-    synthetic_image_size: int = field(default=SYNTHETIC_IMAGE_SIZE, metadata={"help": "synthetic source: side of the generated images (draw them at the model's input size to skip a resize)"})
-    data_pipeline: str = field(default="cached", metadata={"help": "cached: decode and resize every image once into a memory-mapped uint8 cache, augment whole batches on the device (fast); per-sample: PIL decode + timm transforms per image in DataLoader workers (any timm auto-augment policy)"})
-    skip_bad: bool = field(default=False, metadata={"help": "skip unreadable images and bad rows (listed in results.json) instead of stopping"})
-    # Model
-    backbone: str = field(default="resnet18", metadata={"help": "timm backbone name, e.g. resnet18, resnet34, swin_tiny_patch4_window7_224"})
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of timm.create_model for the backbone; on the command line a JSON object, e.g. '{\"img_size\": 112, \"patch_size\": 2}' (--drop-path adds drop_path_rate)"})
-    head: str = field(default="linear", metadata={"help": "linear (MEK reference) or conv_bn (published MEK ResNet layout)"})
-    head_init: str = field(default="pytorch", metadata={"help": "head initialisation: pytorch (PyTorch's default nn.Linear / nn.Conv2d init, as both MEK sources and every fer-mek model so far) or normal (N(0, 0.02) weights, zero bias)"})
-    init: str = field(default="random", metadata={"help": "initial weights: random, timm (timm's default pretrained weights), timm:NAME.TAG (e.g. timm:resnet18.tv_in1k = torchvision IMAGENET1K_V1; needs the Hub or its cache), a file: a torchvision/timm state_dict (e.g. an MS-Celeb-1M ResNet) or the official MEK Swin checkpoint (start_0.pt), or a saved fer-mek model (a folder such as runs/NAME/best, or a Hub id) with any classes: its backbone loads, its classifier too when the classes are the same, else the classifier starts fresh (fine-tuning to a new label set; results.json says what loaded)"})
-    reset_final_norm: bool = field(default=False, metadata={"help": "after --init, reset the backbone's final norm to weight 1 / bias 0 (official MEK Swin: a fresh LayerNorm before the head)"})
-    image_size: int = field(default=224, metadata={"help": "input side in pixels (the published recipes use 224)"})
-    image_mean: list[float] | None = field(default=None, metadata={"help": "normalisation mean, 3 values (default: ImageNet's); saved with the model, so evaluation and inference use it too"})
-    image_std: list[float] | None = field(default=None, metadata={"help": "normalisation standard deviation, 3 values (default: ImageNet's)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
-    drop_path: float = field(default=0.0, metadata={"help": "stochastic depth rate of the backbone (timm drop_path_rate)"})
-    method: str = field(default="mek", metadata={"help": "mek (RSL + attention consistency on the flipped pair) or baseline (plain cross-entropy)"})
-    smoothing: float = field(default=0.3, metadata={"help": "MEK re-balanced label smoothing epsilon"})
-    attention_weight: float = field(default=0.1, metadata={"help": "MEK attention consistency weight lambda"})
-    balance_weight_rule: str = field(default="official", metadata={"help": "MEK balance weights from the train class counts: official (w_c = N / (10 n_c)) or mean1 (inverse frequency normalised to mean 1, MEK-CV)"})
-    single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (BatchNorm statistics then span both halves; measured faster at 64-112 px and slower at 224 px on a 2-core CPU: see BENCHMARKS.md)"})
-    # Optimisation
-    epochs: int = field(default=40, metadata={"help": "number of epochs (unused when --train-steps > 0)"})
-    batch_size: int = field(default=64, metadata={"help": "batch size per process"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw, adam or sgd (timm create_optimizer_v2)"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate; default: 5e-4 x total batch / 512 (official MEK rule)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "weight decay (adam: L2 added to the gradient; adamw: decoupled)"})
-    weight_decay_all: bool = field(default=False, metadata={"help": "decay every parameter (both MEK sources) instead of excluding biases and norms"})
-    scheduler: str = field(default="cosine", metadata={"help": "cosine (transformers' cosine with linear warm-up), timm-cosine (timm's CosineLRScheduler stepped as the official MEK loop: step_update(global_step) after each optimizer step), exponential (x gamma after every epoch) or constant"})
-    schedule_unit: str = field(default="step", metadata={"help": "cosine and timm-cosine: change the learning rate after every optimizer step or only at epoch ends (exponential is always per epoch)"})
-    warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up length in epochs (cosine, timm-cosine)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up length in optimizer steps; > 0 overrides --warmup-epochs"})
-    warmup_lr: float = field(default=0.0, metadata={"help": "learning rate the warm-up starts from"})
-    min_lr: float = field(default=0.0, metadata={"help": "floor of the cosine schedules"})
-    gamma: float = field(default=0.9, metadata={"help": "per-epoch decay of the exponential scheduler"})
-    train_steps: int = field(default=0, metadata={"help": "> 0: train exactly this many optimizer steps (the schedule's length; the last epoch is cut) instead of --epochs"})
-    clip_grad_norm: float = field(default=5.0, metadata={"help": "gradient norm clipping (0: off)"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (autocast; fp16 with a GradScaler)"})
-    grad_scaler_growth_interval: int = field(default=2000, metadata={"help": "fp16: optimizer steps without inf/NaN gradients before the GradScaler doubles its scale (torch's default 2000; official MEK 100)"})
-    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format for model and inputs (faster convolutions; their results differ from the NCHW layout the MEK sources use in the last bits, which near-zero gradients amplify: --no-channels-last for a bit-level reproduction)"})
-    fused_optimizer: bool = field(default=True, metadata={"help": "torch's fused Adam/AdamW kernel (one kernel per step; its results differ from torch's default implementation, which the MEK sources use, in the last bits: --no-fused-optimizer for a bit-level reproduction)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps on a GPU)"})
-    ema_decay: float = field(default=0.0, metadata={"help": "EMA of the weights (timm ModelEmaV3) with this decay; 0: off. Evaluation and saved weights use the EMA"})
-    balanced_sampler: bool = field(default=False, metadata={"help": "sample classes equally often: weights 1/n_label, drawn with replacement (WeightedRandomSampler)"})
-    # Augmentation (training; the per-sample pipeline runs every option, the cached one a subset)
-    crop: str = field(default="random-resized", metadata={"help": "random-resized (timm RandomResizedCrop: --crop-scale, --crop-ratio; rotation before it) or padded (MEK-CV: Resize to the input size, RandomCrop with --crop-padding, rotation after it)"})
-    crop_scale: list[float] = field(default_factory=lambda: list(CROP_SCALE), metadata={"help": "random-resized crop: area range, 2 values"})
-    crop_ratio: list[float] = field(default_factory=lambda: list(CROP_RATIO), metadata={"help": "random-resized crop: aspect-ratio range, 2 values"})
-    crop_padding: int = field(default=0, metadata={"help": "padded crop: zero padding on each side before the random crop (MEK-CV 8)"})
-    train_interpolation: str = field(default="bilinear", metadata={"help": "training resize/crop interpolation: bilinear, bicubic (official MEK), nearest (padded crop only) or random (timm's, random-resized only)"})
-    rotation: float = field(default=ROTATION, metadata={"help": "random rotation in [-deg, +deg] (0: off); before the crop with --crop random-resized, after it with padded"})
-    rotation_interpolation: str = field(default="bilinear", metadata={"help": "rotation interpolation: bilinear, nearest (torchvision's default; MEK-CV) or bicubic"})
-    hflip: float = field(default=HFLIP, metadata={"help": "random horizontal flip probability (MEK-CV 0: the paired flip is the only one)"})
-    color_jitter: list[float] = field(default_factory=lambda: [COLOR_JITTER] * 3, metadata={"help": "colour jitter brightness, contrast, saturation[, hue]; as in timm only applied without --auto-augment"})
-    auto_augment: str = field(default=RAND_AUGMENT, metadata={"help": "timm RandAugment policy ('' for none)"})
-    re_prob: float = field(default=RE_PROB, metadata={"help": "random erasing probability"})
-    re_scale: list[float] = field(default_factory=lambda: [0.02, 1.0 / 3.0], metadata={"help": "random erasing: area range of the box, 2 values"})
-    re_mode: str = field(default="const", metadata={"help": "random erasing fill: timm's const, pixel or rand, or torchvision (torchvision.transforms.RandomErasing, value 0 after normalisation, ratio (0.3, 3.3): MEK-CV)"})
-    # Selection and stopping
-    select_metric: str = field(default="mean_class_accuracy", metadata={"help": "validation metric that chooses the best checkpoint"})
-    early_stopping_patience: int = field(default=0, metadata={"help": "stop after this many epochs without improvement (0: off)"})
-    # Run
-    output_dir: str = field(default="runs/fer-mek", metadata={"help": "run folder"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing run folder"})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --output-dir from its last checkpoint"})
-    checkpoint_every: int = field(default=0, metadata={"help": "also checkpoint every N optimizer steps (0: at epoch ends only)"})
-    max_steps: int = field(default=0, metadata={"help": "stop after N optimizer steps in total, leaving a resumable checkpoint (0: no limit; for smoke tests; see --train-steps for a run of N steps)"})
-    seed: int = field(default=0, metadata={"help": "seed of initialisation, sampling and augmentation"})
-    num_workers: int = field(default=-1, metadata={"help": "DataLoader workers per process; -1: automatic (the CPU cores a process can spare)"})
-    log_with: str = field(default="tensorboard", metadata={"help": "tracker: tensorboard or none"})
-
-    def __post_init__(self) -> None:
-        # Canonical values (a recipe's `rotation: 15` or `crop_scale: [1, 1]` is the float option): what
-        # train_config.yaml and --print-config show. Values that are not numbers are left for validate_config.
-        for name in LIST_OPTIONS:
-            value = getattr(self, name)
-            if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                        for v in value):
-                setattr(self, name, [float(v) for v in value])
-        for name in ("rotation", "hflip", "warmup_lr", "min_lr"):
-            value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, float(value))
-        if isinstance(self.backbone_kwargs, dict):
-            self.backbone_kwargs = dict(self.backbone_kwargs)
-
-
-CHOICES = {
-    "source": tuple(SOURCES),
-    "val_split": VAL_SPLITS,
-    "fer2013_test": FER2013_TEST_SPLITS,
-    "data_pipeline": ("cached", "per-sample"),
-    "head": ("linear", "conv_bn"),
-    "head_init": ("pytorch", "normal"),
-    "method": ("mek", "baseline"),
-    "balance_weight_rule": ("official", "mean1"),
-    "optimizer": ("adamw", "adam", "sgd"),
-    "scheduler": ("cosine", "timm-cosine", "exponential", "constant"),
-    "schedule_unit": ("step", "epoch"),
-    "mixed_precision": ("no", "bf16", "fp16"),
-    "crop": ("random-resized", "padded"),
-    "train_interpolation": ("bilinear", "bicubic", "nearest", "random"),
-    "rotation_interpolation": ("bilinear", "nearest", "bicubic"),
-    "re_mode": ("const", "pixel", "rand", "torchvision"),
-    "select_metric": ("mean_class_accuracy", "accuracy", "macro_f1"),
-    "log_with": ("tensorboard", "none"),
-}
-#: List-valued options and the numbers of values they take (``nargs`` on the command line).
-LIST_OPTIONS: dict[str, tuple[int, ...]] = {
-    "crop_scale": (2,), "crop_ratio": (2,), "re_scale": (2,), "color_jitter": (3, 4), "image_mean": (3,),
-    "image_std": (3,),
-}
-#: Options that are a mapping (a JSON object on the command line).
-DICT_OPTIONS = ("backbone_kwargs",)
 #: Schedulers that ``--warmup-*``, ``--min-lr`` and ``--schedule-unit`` shape.
 COSINE_SCHEDULERS = ("cosine", "timm-cosine")
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _defaults() -> dict[str, Any]:
@@ -228,12 +70,6 @@ def _defaults() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- recipes
-def list_recipes(recipe_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the recipes in ``recipe_dir`` (default: the packaged :data:`RECIPE_DIR`)."""
-    folder = Path(recipe_dir) if recipe_dir is not None else RECIPE_DIR
-    return sorted(path.stem for path in folder.glob("*.yaml"))
-
-
 def load_recipe(name_or_path: str, recipe_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """The options of a recipe: a name in ``recipe_dir`` (default: the packaged :data:`RECIPE_DIR`) or a YAML path.
     Unknown keys are an error."""
@@ -255,49 +91,6 @@ def load_recipe(name_or_path: str, recipe_dir: str | os.PathLike | None = None) 
 
 
 # ----------------------------------------------------------------------------------------------- command line
-def _json_object(text: str) -> dict[str, Any]:
-    """``--backbone-kwargs``: a JSON object."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}; give an object, e.g. "
-                                         "'{\"img_size\": 112, \"patch_size\": 2}'") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; give one, e.g. '{{\"img_size\": 112}}'")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One ``--long-flag`` per :class:`TrainConfig` field (booleans also take ``--no-...``; list options take their
-    values one after the other, ``--crop-scale 0.8 1.0``; ``--backbone-kwargs`` a JSON object), and
-    ``--print-config``. Unset flags stay absent from the parsed namespace, so a recipe's values are only overridden
-    by options actually given."""
-    parser = argparse.ArgumentParser(
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
-    )
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = _field_default(f)
-        help_text = f"{f.metadata['help']} (default: {'none' if default is None else default!r})".replace("%", "%%")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif f.name in LIST_OPTIONS:
-            counts = LIST_OPTIONS[f.name]
-            parser.add_argument(flag, type=float, nargs=counts[0] if len(counts) == 1 else "+", metavar="X",
-                                help=help_text)
-        elif f.name in DICT_OPTIONS:
-            parser.add_argument(flag, type=_json_object, metavar="JSON", help=help_text)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=help_text, metavar=None)
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved configuration (defaults < recipe < command line: every option and "
-                             "its value) as YAML, a recipe in itself, and exit without training or touching "
-                             "--output-dir")
-    add_version_argument(parser)
-    return parser
-
-
 def parse_command_line(
     argv: list[str] | None = None, recipe_dir: str | os.PathLike | None = None
 ) -> tuple[TrainConfig, bool]:

@@ -28,11 +28,11 @@ import gradio as gr
 from PIL import Image
 
 from fer_mek.annotate import SMOOTH_MAP_CELLS, annotate_result, face_card
-from fer_mek.arguments import add_version_argument, positive_int
-from fer_mek.cli import add_serving_arguments, serving_overrides
 from fer_mek.inference import FERPredictor, ModelLoadError  # importing fer_mek registers MEK with transformers
 from fer_mek.media import ImageLoadError
 from fer_mek.tta import TTA_MODES
+from fer_mek_cli.arguments import add_version_argument, positive_int
+from fer_mek_cli.serving import add_serving_arguments, serving_overrides
 
 TITLE = "Facial expressions with MEK"
 DESCRIPTION = (
