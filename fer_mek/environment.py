@@ -15,7 +15,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_threads_of_run", "cpu_threads_per_process", "git_state", "machine", "record", "usable_cores", "versions"]
+__all__ = [
+    "CPU_BF16_FLAGS",
+    "bf16_support",
+    "cpu_threads_of_run",
+    "cpu_threads_per_process",
+    "git_state",
+    "machine",
+    "record",
+    "resolve_mixed_precision",
+    "training_device_type",
+    "usable_cores",
+    "versions",
+]
 
 
 def usable_cores() -> int:
@@ -65,6 +77,68 @@ def versions() -> dict[str, str]:
         "transformers": transformers.__version__, "accelerate": version("accelerate"),
         "datasets": version("datasets"), "pillow": PIL.__version__, "python": platform.python_version(),
     }
+
+
+#: The CPU flags (Linux ``/proc/cpuinfo``) of native bf16 arithmetic: AVX-512 BF16 and AMX BF16. Without them torch
+#: emulates bf16 on the CPU, which is slower than fp32.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_support(device_type: str, cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> tuple[bool, str]:
+    """Whether bf16 autocast runs natively on a ``"cuda"`` or ``"cpu"`` device, and why, in words for the run's output.
+
+    CUDA: ``torch.cuda.is_bf16_supported(including_emulation=False)`` (compute capability 8.0 and later). CPU: one of
+    :data:`CPU_BF16_FLAGS` in ``cpuinfo`` (Linux; elsewhere the answer is no, said so). Other devices: no.
+    """
+    if device_type == "cuda":
+        import torch
+
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"{torch.cuda.get_device_name()} computes in bf16"
+        return False, f"{torch.cuda.get_device_name()} has no native bf16"
+    if device_type != "cpu":
+        return False, f"bf16 autocast is not used automatically on {device_type}"
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False, f"cannot tell whether this CPU has bf16 instructions (no {cpuinfo})"
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    found = [flag for flag in CPU_BF16_FLAGS if flag in flags]
+    if found:
+        return True, f"this CPU has bf16 instructions ({', '.join(found)})"
+    return False, "this CPU has no bf16 instructions (bf16 would be emulated, slower than fp32)"
+
+
+def training_device_type() -> str:
+    """The kind of device accelerate will train on, known before the ``Accelerator`` exists (its precision must be
+    chosen first): ``"cuda"`` when a GPU is visible and ``ACCELERATE_USE_CPU`` is not set, else ``"mps"`` / ``"xpu"``
+    likewise, else ``"cpu"``. (Creating accelerate's ``PartialState`` early for this breaks the synchronisation of
+    a multi-process run, so its rule is read here instead.)"""
+    import torch
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    for kind in ("mps", "xpu"):
+        backend = getattr(torch, kind, None) if kind == "xpu" else getattr(torch.backends, kind, None)
+        if backend is not None and backend.is_available():
+            return kind
+    return "cpu"
+
+
+def resolve_mixed_precision(requested: str, device_type: str, **kwargs: Any) -> tuple[str, str]:
+    """The precision a run uses for ``--mixed-precision`` (``no``, ``bf16``, ``fp16`` or ``auto``), and why.
+
+    ``auto`` is bf16 where the device computes in bf16 natively (:func:`bf16_support`: a recent GPU, a CPU with
+    AVX-512 BF16 or AMX), else ``no`` (fp32). Results then depend on the machine's precision, which the run prints
+    and records (``results.json`` ``environment.mixed_precision``); the other values are taken as they are.
+    """
+    if requested != "auto":
+        return requested, "as configured"
+    native, why = bf16_support(device_type, **kwargs)
+    return ("bf16" if native else "no"), f"auto: {why}"
 
 
 def machine() -> dict[str, Any]:

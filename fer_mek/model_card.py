@@ -580,7 +580,7 @@ def _training(run: Run, has_curves: bool) -> str:
         ("augmentation", ", ".join(a for a in augmentation if a)),
         ("gradient clipping", f"norm {_num(c.get('clip_grad_norm'))}" if c.get("clip_grad_norm") else "off"),
         ("weight EMA", f"decay {_num(c.get('ema_decay'))}" if c.get("ema_decay") else "off"),
-        ("mixed precision", c.get("mixed_precision", "no")),
+        ("mixed precision", _precision_text(c, env)),
         ("seed", c.get("seed")),
         ("hardware", f"{_plural(processes, 'process')} on {env.get('device', '?')}{hours}"),
         ("software", ", ".join(f"{k} {env[k]}" for k in ("fer_mek", "torch", "timm", "transformers", "accelerate")
@@ -592,6 +592,14 @@ def _training(run: Run, has_curves: bool) -> str:
     if has_curves:
         text += "\n\n![Training losses and validation metrics per epoch](training_curves.png)"
     return text
+
+
+def _precision_text(c: Mapping[str, Any], env: Mapping[str, Any]) -> str:
+    """The precision the run used; with ``--mixed-precision auto``, also what chose it (``environment``)."""
+    used = env.get("mixed_precision", c.get("mixed_precision", "no"))
+    if c.get("mixed_precision") == "auto" and env.get("mixed_precision_reason"):
+        return f"{used} ({env['mixed_precision_reason']})"
+    return str(used)
 
 
 def _warmup_text(c: Mapping[str, Any]) -> str:

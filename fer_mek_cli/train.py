@@ -125,7 +125,7 @@ class TrainConfig:
     gamma: float = field(default=0.9, metadata={"help": "per-epoch decay of the exponential scheduler"})
     train_steps: int = field(default=0, metadata={"help": "> 0: train exactly this many optimizer steps (the schedule's length; the last epoch is cut) instead of --epochs"})
     clip_grad_norm: float = field(default=5.0, metadata={"help": "gradient norm clipping (0: off)"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (autocast; fp16 with a GradScaler)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (autocast; fp16 with a GradScaler), or auto: bf16 where the device computes in bf16 natively (a GPU of compute capability 8.0+, a CPU with AVX-512 BF16 or AMX), else no; the run prints what it uses and why, and results.json records it"})
     grad_scaler_growth_interval: int = field(default=2000, metadata={"help": "fp16: optimizer steps without inf/NaN gradients before the GradScaler doubles its scale (torch's default 2000; official MEK 100)"})
     channels_last: bool = field(default=True, metadata={"help": "channels-last memory format for model and inputs (faster convolutions; their results differ from the NCHW layout the MEK sources use in the last bits, which near-zero gradients amplify: --no-channels-last for a bit-level reproduction)"})
     fused_optimizer: bool = field(default=True, metadata={"help": "torch's fused Adam/AdamW kernel (one kernel per step; its results differ from torch's default implementation, which the MEK sources use, in the last bits: --no-fused-optimizer for a bit-level reproduction)"})
@@ -187,7 +187,7 @@ CHOICES = {
     "optimizer": ("adamw", "adam", "sgd"),
     "scheduler": ("cosine", "timm-cosine", "exponential", "constant"),
     "schedule_unit": ("step", "epoch"),
-    "mixed_precision": ("no", "bf16", "fp16"),
+    "mixed_precision": ("no", "bf16", "fp16", "auto"),
     "crop": ("random-resized", "padded"),
     "train_interpolation": ("bilinear", "bicubic", "nearest", "random"),
     "rotation_interpolation": ("bilinear", "nearest", "bicubic"),

@@ -31,6 +31,19 @@ TINY_IMAGE_SIZE = 32
 FAKE_TOKEN = "hf_FAKEtokenForTestsOnly0123456789abcdef"
 
 
+@pytest.fixture(autouse=True)
+def fp32_training(request, monkeypatch):
+    """Runs in a test process train in fp32 even where the default recipe's ``--mixed-precision auto`` would pick
+    bf16: accelerate keeps one precision per process, and the tests compare runs bit for bit. Tests of the
+    resolution itself are marked ``real_precision``. (Subprocess runs pass ``--mixed-precision no``: tests.test_train.TINY.)"""
+    if request.node.get_closest_marker("real_precision"):
+        return
+    from fer_mek import environment
+
+    monkeypatch.setattr(environment, "bf16_support",
+                        lambda device_type, **kwargs: (False, "the test suite trains in fp32"))
+
+
 @pytest.fixture
 def tiny_config():
     from fer_mek import MEKConfig

@@ -21,7 +21,7 @@ from fer_mek.train.schedule import StepSchedule
 from .conftest import REPO_ROOT
 
 TINY = ["--synthetic-images", "150", "--image-size", "32", "--batch-size", "16", "--num-workers", "0",
-        "--log-with", "none", "--auto-augment", "", "--lr", "0.003"]
+        "--log-with", "none", "--auto-augment", "", "--lr", "0.003", "--mixed-precision", "no"]
 
 
 # ----------------------------------------------------------------------------------------------- command line
@@ -337,3 +337,47 @@ def test_evaluating_on_another_source_drops_the_runs_source_options(tmp_path):
     assert (other.source, other.data_root, other.fer2013_test, other.val_split) == (
         "rafdb", "/data/raf", "PrivateTest", "permutation")
     other.loader_kwargs()  # no FER-only option left to refuse
+
+
+@pytest.mark.real_precision
+@pytest.mark.parametrize(("flags", "expected"), [("fpu avx512f avx512_bf16 sse", "bf16"), ("fpu amx_bf16", "bf16"),
+                                                 ("fpu avx2 avx512f", "no")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_instructions(tmp_path, flags, expected):
+    from fer_mek.environment import resolve_mixed_precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    used, why = resolve_mixed_precision("auto", "cpu", cpuinfo=cpuinfo)
+    assert used == expected and why.startswith("auto: ")
+    assert ("has bf16 instructions" in why) == (expected == "bf16")
+    assert resolve_mixed_precision("auto", "cpu", cpuinfo=tmp_path / "absent") == (
+        "no", f"auto: cannot tell whether this CPU has bf16 instructions (no {tmp_path / 'absent'})")
+    assert resolve_mixed_precision("auto", "mps", cpuinfo=cpuinfo)[0] == "no"
+    for given in ("no", "bf16", "fp16"):  # the explicit values are taken as they are
+        assert resolve_mixed_precision(given, "cpu", cpuinfo=cpuinfo) == (given, "as configured")
+
+
+def test_auto_precision_reaches_the_accelerator_and_the_card(monkeypatch):
+    """The trainer hands accelerate the resolved precision (not "auto"); the card says what auto chose."""
+    import accelerate
+
+    from fer_mek import environment
+    from fer_mek.model_card import _precision_text
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def recording_accelerator(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(accelerate, "Accelerator", recording_accelerator)
+    monkeypatch.setattr(environment, "bf16_support", lambda device_type: (True, "this CPU has bf16 instructions (x)"))
+    with pytest.raises(Stop):
+        train.Trainer(train.parse_config(["--mixed-precision", "auto"]))
+    assert seen["mixed_precision"] == "bf16"
+    env = {"mixed_precision": "bf16", "mixed_precision_reason": "auto: this CPU has bf16 instructions (x)"}
+    assert _precision_text({"mixed_precision": "auto"}, env) == "bf16 (auto: this CPU has bf16 instructions (x))"
+    assert _precision_text({"mixed_precision": "no"}, {"mixed_precision": "no"}) == "no"

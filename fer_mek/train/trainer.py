@@ -58,17 +58,22 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, GradScalerKwargs, ProjectConfiguration, set_seed
 
+        from ..environment import resolve_mixed_precision, training_device_type
+
         self.config = config
         self.run_dir = Path(config.output_dir)
         log_with = config.log_with
         if log_with == "tensorboard" and not _tensorboard_available():
             log_with = "none"  # said once below, not a silent change: results.json records the tracker used
         self.tracker = log_with
+        # The precision used (--mixed-precision auto: bf16 where the device has it natively), and why, for the output.
+        self.mixed_precision, self.mixed_precision_reason = resolve_mixed_precision(
+            config.mixed_precision, training_device_type())
         handlers = []
-        if config.mixed_precision == "fp16":
+        if self.mixed_precision == "fp16":
             handlers.append(GradScalerKwargs(growth_interval=config.grad_scaler_growth_interval))
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
+            mixed_precision=self.mixed_precision,
             gradient_accumulation_steps=config.grad_accum,
             log_with=None if log_with == "none" else log_with,
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / LOGS)),
@@ -577,7 +582,7 @@ class Trainer:
                 f"(init {describe_init(self.init_report)}), {c.image_size}px, {length}, "
                 f"lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
                 f"({torch.get_num_threads()} CPU threads each), "
-                f"mixed precision {c.mixed_precision}\ntrain classes: {counts}")
+                f"mixed precision {self.mixed_precision} ({self.mixed_precision_reason})\ntrain classes: {counts}")
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
         """Evaluate the chosen checkpoint on validation and, once, on test; write results, plots and summary."""
@@ -623,7 +628,8 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "environment": {**versions(), "num_processes": accelerator.num_processes,
                             "device": str(accelerator.device), "cpu_threads": torch.get_num_threads(),
-                            "mixed_precision": self.config.mixed_precision,
+                            "mixed_precision": self.mixed_precision,
+                            "mixed_precision_reason": self.mixed_precision_reason,
                             "tracker": self.tracker, "platform": platform.platform()},
             "train_seconds": round(train_seconds, 1),
         }
