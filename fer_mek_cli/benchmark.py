@@ -45,12 +45,14 @@ DATA_SOURCES = ("rafdb", "fer2013-csv", "fer2013-folders", "folder", "hub", "syn
 MIN_DATA_IMAGES = 100
 #: The ablation's variants and the training options each adds to the common ones (``--variants`` picks some;
 #: :mod:`fer_mek.benchmark.ablation` describes them).
+#: Each variant sets the sampler both ways, so that a recipe's own ``balanced_sampler`` (the default recipe's is on)
+#: does not leak into the variants without it.
 ABLATION_VARIANTS: dict[str, tuple[str, ...]] = {
-    "ce": ("--method", "baseline"),
+    "ce": ("--method", "baseline", "--no-balanced-sampler"),
     "ce+sampler": ("--method", "baseline", "--balanced-sampler"),
-    "rsl": ("--method", "mek", "--attention-weight", "0"),
-    "rac+ce": ("--method", "mek", "--smoothing", "0"),
-    "mek": ("--method", "mek"),
+    "rsl": ("--method", "mek", "--attention-weight", "0", "--no-balanced-sampler"),
+    "rac+ce": ("--method", "mek", "--smoothing", "0", "--no-balanced-sampler"),
+    "mek": ("--method", "mek", "--no-balanced-sampler"),
     "mek+sampler": ("--method", "mek", "--balanced-sampler"),
 }
 

@@ -138,9 +138,29 @@ def test_the_ablation_trains_each_variant_per_seed_and_reports_mean_and_std(tmp_
     assert summary["accuracy"]["std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / math.sqrt(2))
     out = capsys.readouterr().out
     rare = " | ".join(f"recall {name}" for name in summary["rare_classes"])
-    assert f"| variant | test accuracy | test mean-class accuracy | {rare} | train min |" in out
+    assert f"| variant | test accuracy | test mean-class accuracy | {rare} | flip gap | train min |" in out
     saved = json.loads((tmp_path / "benchmark.json").read_text())["ablation"]["summary"]
     assert list(saved) == ["ce", "rac+ce", "mek+sampler"] and saved["ce"] == summary
+    # The flip gap is RAC with every class weighted 1 (summed, times the map size), over the maps' squared size.
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fer_mek.data import collate_fn, load_source, make_transform
+    from fer_mek.inference import load_model
+    from fer_mek.losses import attention_consistency_loss
+
+    model, processor = load_model(str(tmp_path / "ablation" / "ce-seed0" / "best"), "cpu")
+    test = load_source("synthetic", num_images=150, image_size=32)["test"]
+    (batch,) = DataLoader(test.with_transform(make_transform(processor, train=False, with_flip=False)),
+                          batch_size=len(test), collate_fn=collate_fn)
+    with torch.inference_mode():
+        maps = model(pixel_values=batch["pixel_values"]).attention_maps.double()
+        of_flipped = model(pixel_values=batch["pixel_values"].flip(-1)).attention_maps.double()
+    rac = attention_consistency_loss(maps, of_flipped, torch.ones(maps.shape[1]), reduction="sum")
+    size = (maps.pow(2).sum() + of_flipped.pow(2).sum()) / 2
+    expected = float(rac) * maps.shape[2] * maps.shape[3] / float(size)
+    assert ablation["runs"][0]["flip_gap"] == pytest.approx(expected, rel=1e-5)
+    assert 0 < expected < 4
 
 
 def test_the_ablation_refuses_options_it_chooses_per_run(tmp_path, capsys):

@@ -16,8 +16,10 @@ Variants (MEK = re-balanced smooth labels, RSL, + the attention consistency of t
 - ``mek+sampler``: both, with the balanced sampler.
 
 Reported per variant: mean and sample standard deviation over the seeds of test accuracy, test mean-class
-accuracy and the test recall of the two rarest training classes, and the mean training time. Run folders stay in
-``--work-dir``/ablation/ (replaced on every run of the benchmark).
+accuracy, the test recall of the two rarest training classes and the attention maps' flip gap
+(:func:`attention_flip_gap`: how far the chosen model is from what RAC asks for, on the test images; it tells whether
+the attention term changed anything a plain classifier does not already do), and the mean training time. Run
+folders stay in ``--work-dir``/ablation/ (replaced on every run of the benchmark).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 from fer_mek_cli.benchmark import ABLATION_VARIANTS, parse_seeds  # their one place: the light command line
 
-__all__ = ["ABLATION_VARIANTS", "format_ablation", "measure_ablation", "parse_seeds", "summarize_ablation"]
+__all__ = ["ABLATION_VARIANTS", "attention_flip_gap", "format_ablation", "measure_ablation", "parse_seeds", "summarize_ablation"]
 
 #: How many of the rarest training classes get their recall reported.
 RARE_CLASSES = 2
@@ -61,7 +63,7 @@ def measure_ablation(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]
             results = train.main(_run_options(common, variant, seed, output_dir))
             if "test" not in results:  # interrupted: nothing to report for this run
                 raise ValueError(f"ablation run {variant} seed {seed} did not finish ({results}); run it again")
-            runs.append(_run_figures(variant, seed, results))
+            runs.append({**_run_figures(variant, seed, results), "flip_gap": attention_flip_gap(output_dir / "best")})
     return {"common_options": common, "seeds": list(args.seeds), "runs": runs, "summary": summarize_ablation(runs)}
 
 
@@ -79,6 +81,45 @@ def _run_figures(variant: str, seed: int, results: dict[str, Any]) -> dict[str, 
     }
 
 
+def attention_flip_gap(model_dir: str | Path, split: str = "test", batch_size: int = 256) -> float:
+    """The relative flip gap of a trained model's class attention maps on a split of its run's data.
+
+    ``sum ||A(x) - flip(A(flip(x)))||^2 / sum (||A(x)||^2 + ||A(flip(x))||^2) / 2`` over the images ``x`` of the split
+    (evaluation transform, no augmentation), with ``A`` the ``[K, h, w]`` class attention maps: 0 when the maps of
+    every image and of its mirror image agree exactly (what MEK's attention term, RAC, asks for), larger the less
+    they do. Scale-free, so models trained with different losses compare. Every class map counts equally (RAC weighs
+    them by the balance weights).
+
+    Args:
+        model_dir: A run's ``best`` (or ``last``) folder: the split is rebuilt from the run's ``train_config.yaml``.
+        split: ``"test"``, ``"validation"`` or ``"train"``.
+        batch_size: Images per forward pass.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data import collate_fn, make_transform
+    from ..inference import load_model
+    from ..runs import DataOptions, RunError, run_config_of_model
+
+    config = run_config_of_model(model_dir)
+    if config is None:
+        raise RunError(f"{model_dir} is not a model folder inside a training run (no train_config.yaml beside it)")
+    model, processor = load_model(str(model_dir), "cpu")
+    dataset = DataOptions.from_config(config).load()[split]
+    transform = make_transform(processor, train=False, with_flip=False)
+    loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size, collate_fn=collate_fn)
+    gap = size = 0.0
+    with torch.inference_mode():
+        for batch in loader:
+            pixels = batch["pixel_values"]
+            maps = model(pixel_values=pixels).attention_maps.double()
+            mirrored = model(pixel_values=pixels.flip(-1)).attention_maps.double().flip(-1)
+            gap += float((maps - mirrored).pow(2).sum())
+            size += float((maps.pow(2).sum() + mirrored.pow(2).sum()) / 2)
+    return gap / size if size else 0.0
+
+
 def _mean_std(values: list[float]) -> dict[str, float | None]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
 
@@ -94,6 +135,7 @@ def summarize_ablation(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "mean_class_accuracy": _mean_std([run["mean_class_accuracy"] for run in mine]),
             "rare_classes": mine[0]["rare_classes"],
             "rare_recall": [_mean_std([run["rare_recall"][i] for run in mine]) for i in range(len(mine[0]["rare_recall"]))],
+            "flip_gap": _mean_std([run["flip_gap"] for run in mine]),
             "train_seconds": statistics.fmean(run["train_seconds"] for run in mine)
             if all(run["train_seconds"] is not None for run in mine) else None,
         }
@@ -112,7 +154,7 @@ def format_ablation(ablation: dict[str, Any]) -> list[str]:
         return []
     rare = next(iter(summary.values()))["rare_classes"]
     header = ["variant", "test accuracy", "test mean-class accuracy", *[f"recall {name}" for name in rare],
-              "train min"]
+              "flip gap", "train min"]
     lines = [
         f"ablation: seeds {ablation['seeds']} (mean ± sample std); common options "
         f"{' '.join(ablation['common_options']) or '(the default recipe)'}",
@@ -122,5 +164,6 @@ def format_ablation(ablation: dict[str, Any]) -> list[str]:
     for variant, figures in summary.items():
         minutes = "" if figures["train_seconds"] is None else f"{figures['train_seconds'] / 60:.1f}"
         lines.append("| " + " | ".join([variant, _cell(figures["accuracy"]), _cell(figures["mean_class_accuracy"]),
-                                        *[_cell(r) for r in figures["rare_recall"]], minutes]) + " |")
+                                        *[_cell(r) for r in figures["rare_recall"]], _cell(figures["flip_gap"]),
+                                        minutes]) + " |")
     return [*lines, ""]
