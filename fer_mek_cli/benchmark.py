@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         "variant (default: 0,1,2)")
     add("--variants", default=",".join(ABLATION_VARIANTS), help="comma list of the variants to train, from "
         f"{','.join(ABLATION_VARIANTS)} (default: all)")
+    add("--reuse-runs", action="store_true", help="reuse a variant's run folder under --work-dir when it holds a "
+        "finished run trained with exactly the same options (its train_config.yaml), instead of training it again: "
+        "to finish an interrupted ablation, or to assemble one that ran as several commands in parallel (same "
+        "fer-mek version only)")
 
     predict = parser.add_argument_group("predict (--only predict)")
     add = predict.add_argument

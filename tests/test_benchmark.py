@@ -169,3 +169,17 @@ def test_the_ablation_refuses_options_it_chooses_per_run(tmp_path, capsys):
     assert "each once" in capsys.readouterr().err
     with pytest.raises(ValueError, match="chooses per run"):
         benchmark.main(["--only", "ablation", "--extra-train-args", "--method baseline", "--work-dir", str(tmp_path)])
+
+
+def test_the_ablation_reuses_finished_runs_with_the_same_options_only(tmp_path, capsys):
+    argv = ["--only", "ablation", "--variants", "ce", "--seeds", "0", "--extra-train-args", ABLATION_TRAIN,
+            "--work-dir", str(tmp_path)]
+    first = benchmark.main(argv)["ablation"]
+    capsys.readouterr()
+    again = benchmark.main([*argv, "--reuse-runs"])["ablation"]
+    assert "reusing the finished run" in capsys.readouterr().out
+    assert again["summary"] == first["summary"]
+    changed = [*argv[:-3], ABLATION_TRAIN + " --lr 0.001", "--work-dir", str(tmp_path), "--reuse-runs"]
+    benchmark.main(changed)
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "ablation: ce, seed 0 ->" in out

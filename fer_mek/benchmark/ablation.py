@@ -59,12 +59,36 @@ def measure_ablation(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]
     for variant in args.variants:
         for seed in args.seeds:
             output_dir = work_dir / "ablation" / f"{variant}-seed{seed}"
-            print(f"ablation: {variant}, seed {seed} -> {output_dir}", flush=True)
-            results = train.main(_run_options(common, variant, seed, output_dir))
+            options = _run_options(common, variant, seed, output_dir)
+            results = _finished_run(output_dir, options) if getattr(args, "reuse_runs", False) else None
+            if results is None:
+                print(f"ablation: {variant}, seed {seed} -> {output_dir}", flush=True)
+                results = train.main(options)
+            else:
+                print(f"ablation: {variant}, seed {seed}: reusing the finished run {output_dir} (same options)", flush=True)
             if "test" not in results:  # interrupted: nothing to report for this run
                 raise ValueError(f"ablation run {variant} seed {seed} did not finish ({results}); run it again")
             runs.append({**_run_figures(variant, seed, results), "flip_gap": attention_flip_gap(output_dir / "best")})
     return {"common_options": common, "seeds": list(args.seeds), "runs": runs, "summary": summarize_ablation(runs)}
+
+
+def _finished_run(output_dir: Path, options: list[str]) -> dict[str, Any] | None:
+    """``--reuse-runs``: the results of ``output_dir`` when it holds a finished run (``results.json`` with test
+    figures) trained with exactly the options ``options`` resolve to (its ``train_config.yaml``); else ``None``.
+    The code that trained it is not compared: reuse runs only within one version of fer-mek."""
+    import json
+
+    from ..runs import RESULTS, TRAIN_CONFIG, read_results, read_train_config
+    from ..train import parse_config
+    from ..train.checkpoint import saved_options
+
+    if not (output_dir / RESULTS).is_file() or not (output_dir / TRAIN_CONFIG).is_file():
+        return None
+    wanted = json.loads(json.dumps(saved_options(parse_config(options))))
+    if json.loads(json.dumps(read_train_config(output_dir))) != wanted:
+        return None
+    results = read_results(output_dir)
+    return results if "test" in results else None
 
 
 def _run_figures(variant: str, seed: int, results: dict[str, Any]) -> dict[str, Any]:
