@@ -9,6 +9,12 @@ grey-scale and CLAHE when the settings say so, its ``default_tta``; ``--detect-f
 largest face with the model's face geometry. Each can be overridden (``--tta``, ``--clahe/--no-clahe``, ...).
 :func:`predict_split` is the library function behind it (per-image probabilities).
 
+A model on one of the FER-2013 single-network references' backbones (``lethesec_resnet18``, ``khaireddin_vgg``:
+:mod:`fer_mek.fer_backbones`) also gets the metric its source publishes (:func:`source_metric`): top-1 accuracy with
+the source's ten-crop (``--tta tencrop_source``: 40-px crops of the unresized 48-px image, logits averaged) on the
+split, e.g. PrivateTest with ``--fer2013-test PrivateTest`` (the default), printed and returned as ``source_metric``
+beside fer-mek's accuracy, mean-class accuracy and per-class recall.
+
 The options (:func:`build_parser`, :data:`DESCRIPTION`) are those of :mod:`fer_mek_cli.evaluation`, re-exported
 here: ``--help`` answers there without importing torch.
 """
@@ -16,6 +22,7 @@ here: ``--help`` answers there without importing torch.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import sys
@@ -33,7 +40,7 @@ from .faces import CropGeometry
 from .image_processing_mek import apply_serving_steps, serving_settings_of, to_rgb8
 from .locations import DeviceError, ModelLoadError, locate_model, resolve_device
 from .runs import DataOptions, run_config_of_model
-from .tta import tta_probabilities
+from .tta import tta_input_size, tta_probabilities
 
 __all__ = [
     "DESCRIPTION",
@@ -44,6 +51,7 @@ __all__ = [
     "evaluation_settings",
     "main",
     "predict_split",
+    "source_metric",
     "write_predictions",
 ]
 
@@ -156,7 +164,7 @@ def predict_split(model: Any, processor: Any, dataset: Any, settings: dict[str, 
     from .data import collate_fn, make_transform
 
     settings = evaluation_settings(processor) if settings is None else settings
-    transform = make_transform(processor, train=False, with_flip=False)
+    transform = make_transform(_processor_for_tta(processor, settings["tta"]), train=False, with_flip=False)
     transform.transform = ServedImageTransform(transform.transform, settings)
     loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_fn)
@@ -165,6 +173,55 @@ def predict_split(model: Any, processor: Any, dataset: Any, settings: dict[str, 
         probabilities.append(tta_probabilities(model, batch["pixel_values"].to(device), settings["tta"]).float().cpu())
         references.append(batch["labels"])
     return torch.cat(probabilities), torch.cat(references)
+
+
+def _processor_for_tta(processor: Any, mode: str) -> Any:
+    """The processor whose evaluation transform gives the images ``mode`` takes: itself, or for ``tencrop_source`` a
+    copy resizing to 6/5 of the model's side (48 px for 40: FER-2013's images pass unresized, as in the references)."""
+    from .data.transforms import processor_settings
+
+    settings = processor_settings(processor)
+    height, width = tta_input_size(mode, settings["height"]), tta_input_size(mode, settings["width"])
+    if (height, width) == (settings["height"], settings["width"]):
+        return processor
+    resized = copy.copy(processor)
+    resized.size = {"height": height, "width": width}
+    return resized
+
+
+#: The FER-2013 single-network references (fer_mek/fer_backbones.py) and where their metric is computed.
+SOURCE_METRICS = {
+    "lethesec_resnet18": "LetheSec/Fer2013-Facial-Emotion-Recognition-Pytorch evaluate.py:51-81 (ten-crop top-1 "
+                         "accuracy, logits averaged; 73.70 % on PrivateTest)",
+    "khaireddin_vgg": "usef-kh/fer evaluate.py:45-74, utils/loops.py:57-78 (ten-crop top-1 accuracy, logits "
+                      "averaged; 73.28 % on PrivateTest)",
+}
+
+
+def source_metric(model: Any, processor: Any, dataset: Any, settings: dict[str, Any], metrics: dict[str, Any], *,
+                  device: str | torch.device = "cpu", batch_size: int = 128, num_workers: int = 0,
+                  split: str = "test", fer2013_test: str | None = None) -> dict[str, Any] | None:
+    """The metric a FER-2013 reference reports, for a model on one of their backbones (else ``None``): top-1
+    accuracy with their ten-crop (``tencrop_source``) on the split, beside fer-mek's own metrics of the same run.
+
+    Reuses ``metrics`` when the evaluation already ran with ``tencrop_source``; otherwise predicts the split again
+    with it (the other serving settings unchanged). Returns ``{"backbone", "reference", "tta", "split",
+    "fer2013_test", "accuracy", "mean_class_accuracy", "per_class_recall"}``: the references publish the accuracy
+    alone; mean-class accuracy and per-class recall are fer-mek's, on the same ten-crop predictions.
+    """
+    from .metrics import compute_metrics
+
+    backbone = str(getattr(model.config, "backbone", "")).split(".")[0]
+    if backbone not in SOURCE_METRICS:
+        return None
+    if settings["tta"] != "tencrop_source":
+        probabilities, references = predict_split(model, processor, dataset, {**settings, "tta": "tencrop_source"},
+                                                  device=device, batch_size=batch_size, num_workers=num_workers)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        metrics = compute_metrics(probabilities.argmax(-1), references, labels)
+    return {"backbone": backbone, "reference": SOURCE_METRICS[backbone], "tta": "tencrop_source", "split": split,
+            "fer2013_test": fer2013_test, "accuracy": metrics["accuracy"],
+            "mean_class_accuracy": metrics["mean_class_accuracy"], "per_class_recall": metrics["per_class_recall"]}
 
 
 def write_predictions(path: str | Path, probabilities: torch.Tensor, references: torch.Tensor,
@@ -237,8 +294,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics.update({"model": str(args.model), "source": options.source, "split": args.split, "tta": settings["tta"],
                     "serving": {key: value for key, value in settings.items() if key != "default_tta"}})
 
+    reference = source_metric(model, processor, dataset, settings, metrics, device=device, batch_size=args.batch_size,
+                              num_workers=args.num_workers, split=args.split,
+                              fer2013_test=options.fer2013_test if options.source == "fer2013" else None)
+    if reference is not None:
+        metrics["source_metric"] = reference
+
     print(f"{args.model} on {options.source} {args.split} ({metrics['num_samples']} images, {_describe(settings)}):")
     print(format_metrics_table(metrics, model_labels))
+    if reference is not None:
+        where = f" ({reference['fer2013_test']})" if reference["fer2013_test"] else ""
+        print(f"reference metric, {reference['reference']}: ten-crop accuracy on {args.split}{where} "
+              f"{100 * reference['accuracy']:.2f} %; fer-mek's on the same ten-crop predictions: mean-class accuracy "
+              f"{100 * reference['mean_class_accuracy']:.2f} %")
     if args.output:
         atomic_write_text(Path(args.output), json.dumps(metrics, indent=2))
         print(f"metrics written to {args.output}")

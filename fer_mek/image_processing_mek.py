@@ -21,7 +21,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
 #: Test-time augmentations a model may ask for (``default_tta``); ``fer_mek.tta`` implements them.
-TTA_MODES = ("none", "flip", "tencrop")
+TTA_MODES = ("none", "flip", "tencrop", "tencrop_source")
 
 #: The serving settings, by processor attribute name, and their defaults (a processor saved before they existed loads
 #: with these: RGB as is, no CLAHE, a square face crop with 20 % margin and eyes levelled, no TTA).
@@ -322,8 +322,8 @@ class MEKImageProcessor(PilBackend):
       levelled with the detector's landmarks. Not applied here: the processor gets the crop.
     - ``default_tta`` (``"none"``): the test-time augmentation the predictor, the evaluation script and the demo use
       unless told otherwise (``"none"``, ``"flip"``: average of the probabilities of the image and its mirror,
-      ``"tencrop"``). Not applied here: ``pipeline("image-classification")`` runs one forward pass per image and
-      cannot average views, so its probabilities are those of ``--tta none``.
+      ``"tencrop"``, ``"tencrop_source"``: the FER-2013 references' ten-crop, logits averaged). Not applied here:
+      ``pipeline("image-classification")`` runs one forward pass per image and cannot average views, so its probabilities are those of ``--tta none``.
 
     Build the processor that matches a model with :meth:`from_model_config`.
 

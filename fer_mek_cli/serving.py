@@ -16,7 +16,7 @@ from .arguments import non_negative_float
 __all__ = ["DEFAULT_MARGIN", "TTA_MODES", "add_serving_arguments", "serving_overrides"]
 
 #: Test-time augmentations (mirror of ``fer_mek.image_processing_mek.TTA_MODES``).
-TTA_MODES: tuple[str, ...] = ("none", "flip", "tencrop")
+TTA_MODES: tuple[str, ...] = ("none", "flip", "tencrop", "tencrop_source")
 #: Default face-crop margin of models trained here (mirror of ``SERVING_DEFAULTS["face_margin"]``).
 DEFAULT_MARGIN: float = 0.2
 
@@ -33,8 +33,10 @@ def add_serving_arguments(parser: argparse.ArgumentParser, face_crop: bool = Tru
         "--tta",
         choices=TTA_MODES,
         default=None,
-        help="test-time augmentation: none, the mirror image (flip) or ten crops and their mirrors (tencrop) "
-        "(default: the model's default_tta)",
+        help="test-time augmentation: none, the mirror image (flip), ten crops and their mirrors (tencrop), or "
+        "the FER-2013 references' ten-crop (tencrop_source: ten crops of the model's size from the image at 6/5 of "
+        "it, e.g. 40 of 48 px, logits averaged, as LetheSec's and usef-kh's evaluation) (default: the model's "
+        "default_tta)",
     )
     group.add_argument(
         "--clahe",
