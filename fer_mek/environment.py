@@ -109,15 +109,14 @@ def bf16_support(device_type: str, cpuinfo: str | os.PathLike = "/proc/cpuinfo")
     return False, "this CPU has no bf16 instructions (bf16 would be emulated, slower than fp32)"
 
 
-def training_device_type() -> str:
+def training_device_type(use_cpu: bool = False) -> str:
     """The kind of device accelerate will train on, known before the ``Accelerator`` exists (its precision must be
-    chosen first): ``"cuda"`` when a GPU is visible and ``ACCELERATE_USE_CPU`` is not set, else ``"mps"`` / ``"xpu"``
-    likewise, else ``"cpu"``. (Creating accelerate's ``PartialState`` early for this breaks the synchronisation of
-    a multi-process run, so its rule is read here instead.)"""
+    chosen first): ``"cpu"`` with ``use_cpu`` (the trainer passes accelerate's ``ACCELERATE_USE_CPU`` flag), else
+    ``"cuda"`` when a GPU is visible, else ``"mps"`` / ``"xpu"`` likewise, else ``"cpu"``. (Creating accelerate's
+    ``PartialState`` early for this breaks the synchronisation of a multi-process run, so its rule is followed here.)"""
     import torch
-    from accelerate.utils import parse_flag_from_env
 
-    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+    if use_cpu:
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"

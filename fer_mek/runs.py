@@ -209,6 +209,9 @@ class DataOptions:
         fer2013_test: FER-2013's test set: ``PrivateTest`` (default), ``PublicTest`` or ``PublicTest+PrivateTest``
             (the 7,178 images of the image-folder release's ``test/``). The CSV gives each; the folder layout only
             its ``test/`` folder (the default or ``PublicTest+PrivateTest``). Other sources: the default only.
+        fer2013_val: FER-2013's CSV: validate on this ``Usage`` (``PrivateTest`` or ``PublicTest``) instead of a part
+            of train, which then keeps every ``Training`` row (both FER-2013 single-network sources: validation =
+            PrivateTest, test = PublicTest); ``""`` (default): validation comes from train by ``val_split``.
     """
 
     source: str = "synthetic"
@@ -220,6 +223,7 @@ class DataOptions:
     skip_bad: bool = False
     val_split: str = "stratified"
     fer2013_test: str = "PrivateTest"
+    fer2013_val: str = ""
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> DataOptions:
@@ -259,6 +263,15 @@ class DataOptions:
         if self.source != "synthetic" and not self.data_root:
             raise RunError(f"source {self.source!r} needs a data root (--data-root: the dataset's file, folder or "
                            "Hub id)")
+        if self.fer2013_val:
+            if self.source != "fer2013":
+                raise ValueError(f"fer2013_val={self.fer2013_val!r} applies to source 'fer2013' only, not "
+                                 f"{self.source!r}; leave it empty")
+            # Train keeps every Training row; validation is that Usage of the CSV, loaded as a test set.
+            whole = dataclasses.replace(self, val_split="none", fer2013_val="")
+            dataset = whole.load(**extra)
+            dataset["validation"] = dataclasses.replace(whole, fer2013_test=self.fer2013_val).load(**extra)["test"]
+            return dataset
         return load_source(self.source, self.data_root, **self.loader_kwargs(), **extra)
 
 

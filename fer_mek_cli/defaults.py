@@ -73,9 +73,9 @@ CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 ROTATION = 10.0
 HFLIP = 0.5
 COLOR_JITTER = 0.4
-#: ``crop`` of :func:`fer_mek.data.build_train_transform`: timm's random resized crop (fer-mek) or MEK-CV's resize +
-#: padded crop.
-CROPS: tuple[str, ...] = ("random-resized", "padded")
+#: ``crop`` of :func:`fer_mek.data.build_train_transform`: timm's random resized crop (fer-mek), MEK-CV's resize +
+#: padded crop, or the FER-2013 sources' n-crop chain (``ncrop``: their augmentation, then ``--train-crops`` crops).
+CROPS: tuple[str, ...] = ("random-resized", "padded", "ncrop")
 CROP = "random-resized"
 TRAIN_INTERPOLATION = "bilinear"
 ROTATION_INTERPOLATION = "bilinear"

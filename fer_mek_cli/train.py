@@ -24,6 +24,7 @@ from .defaults import (  # the official MEK augmentation
     COLOR_JITTER,
     CROP_RATIO,
     CROP_SCALE,
+    CROPS,
     FER2013_TEST_SPLITS,
     HFLIP,
     RAND_AUGMENT,
@@ -86,6 +87,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.1, metadata={"help": "fraction of train held out for validation (in (0, 1); unused with --val-split none)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/validation split (recorded in results.json)"})
     fer2013_test: str = field(default="PrivateTest", metadata={"help": "fer2013 CSV: the test split: PrivateTest (3,589 images), PublicTest, or PublicTest+PrivateTest (7,178: the test/ folder of the image-folder release, on which MEK-CV reports)"})
+    fer2013_val: str = field(default="", metadata={"help": "fer2013 CSV: validate on this Usage (PrivateTest or PublicTest) instead of a part of train: train keeps every Training row (--val-split and --val-fraction unused), as both FER-2013 single-network sources (validation = PrivateTest, test = PublicTest); '' (default): validation carved from train by --val-split"})
     epoch_size: int = field(default=0, metadata={"help": "samples per epoch: 0 = one pass over train; N = the train list repeated in order to N entries and shuffled each epoch (official MEK: 1000000)"})
     synthetic_images: int = field(default=SYNTHETIC_NUM_IMAGES, metadata={"help": "synthetic source: number of images (train+validation+test)"})
     synthetic_image_size: int = field(default=SYNTHETIC_IMAGE_SIZE, metadata={"help": "synthetic source: side of the generated images (draw them at the model's input size to skip a resize)"})
@@ -108,21 +110,33 @@ class TrainConfig:
     attention_weight: float = field(default=0.1, metadata={"help": "MEK attention consistency weight lambda"})
     balance_weight_rule: str = field(default="official", metadata={"help": "MEK balance weights from the train class counts: official (w_c = N / (10 n_c)) or mean1 (inverse frequency normalised to mean 1, MEK-CV)"})
     single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (BatchNorm statistics then span both halves; measured faster at 64-112 px and slower at 224 px on a 2-core CPU: see BENCHMARKS.md)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "baseline: uniform label smoothing as the FER-2013 sources' smooth_one_hot (true class 1 - s, every other class s / (K - 1); loss KL(targets || softmax), mean over the batch: cross-entropy with soft targets, same gradient); 0: plain cross-entropy. MEK has its own, re-balanced smoothing (--smoothing)"})
+    mixup_alpha: float = field(default=0.0, metadata={"help": "mixup (Zhang et al.): lambda ~ Beta(alpha, alpha), images mixed with a random permutation of the batch, loss lambda * L(y) + (1 - lambda) * L(y[perm]) (baseline: with --label-smoothing; MEK: on the RSL term, the attention term on the mixed image and its flip as usual); 0: off. Drawn from (seed, epoch, step, process), so resumed runs equal straight ones (LetheSec: 1.0)"})
     # Optimisation
     epochs: int = field(default=40, metadata={"help": "number of epochs (unused when --train-steps > 0)"})
     batch_size: int = field(default=64, metadata={"help": "batch size per process"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw, adam or sgd (timm create_optimizer_v2)"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw, adam or sgd (timm create_optimizer_v2; sgd is torch.optim.SGD with --momentum and --nesterov)"})
+    momentum: float = field(default=0.9, metadata={"help": "sgd: momentum factor (torch.optim.SGD momentum; timm's and both FER-2013 sources' 0.9); unused by adam / adamw"})
+    nesterov: bool = field(default=True, metadata={"help": "sgd: Nesterov momentum (torch.optim.SGD nesterov=True: timm's 'sgd', as LetheSec and usef-kh/fer use); --no-nesterov: classical momentum (timm's 'momentum'); unused by adam / adamw"})
     lr: float | None = field(default=None, metadata={"help": "learning rate; default: 5e-4 x total batch / 512 (official MEK rule)"})
     weight_decay: float = field(default=0.05, metadata={"help": "weight decay (adam: L2 added to the gradient; adamw: decoupled)"})
     weight_decay_all: bool = field(default=False, metadata={"help": "decay every parameter (both MEK sources) instead of excluding biases and norms"})
-    scheduler: str = field(default="cosine", metadata={"help": "cosine (transformers' cosine with linear warm-up), timm-cosine (timm's CosineLRScheduler stepped as the official MEK loop: step_update(global_step) after each optimizer step), exponential (x gamma after every epoch) or constant"})
+    scheduler: str = field(default="cosine", metadata={"help": "cosine (transformers' cosine with linear warm-up), timm-cosine (timm's CosineLRScheduler stepped as the official MEK loop: step_update(global_step) after each optimizer step), exponential (x gamma after every epoch), plateau (torch ReduceLROnPlateau stepped once per epoch on the validation --plateau-metric, as both FER-2013 sources) or constant"})
     schedule_unit: str = field(default="step", metadata={"help": "cosine and timm-cosine: change the learning rate after every optimizer step or only at epoch ends (exponential is always per epoch)"})
     warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up length in epochs (cosine, timm-cosine)"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up length in optimizer steps; > 0 overrides --warmup-epochs"})
     warmup_lr: float = field(default=0.0, metadata={"help": "learning rate the warm-up starts from"})
     min_lr: float = field(default=0.0, metadata={"help": "floor of the cosine schedules"})
     gamma: float = field(default=0.9, metadata={"help": "per-epoch decay of the exponential scheduler"})
+    plateau_metric: str = field(default="accuracy", metadata={"help": "plateau: the validation metric the scheduler watches (the FER-2013 sources: accuracy)"})
+    plateau_mode: str = field(default="max", metadata={"help": "plateau: max (the metric should rise, as every --plateau-metric does) or min; ReduceLROnPlateau mode"})
+    plateau_factor: float = field(default=0.1, metadata={"help": "plateau: learning rate x factor on a plateau (torch's default 0.1; the FER-2013 sources 0.75)"})
+    plateau_patience: int = field(default=10, metadata={"help": "plateau: epochs without improvement before the rate drops (torch's default 10; the FER-2013 sources 5)"})
+    plateau_threshold: float = field(default=1e-4, metadata={"help": "plateau: minimal relative (--plateau-threshold-mode rel) or absolute (abs) change that counts as an improvement (torch's default 1e-4, rel)"})
+    plateau_threshold_mode: str = field(default="rel", metadata={"help": "plateau: rel or abs (ReduceLROnPlateau threshold_mode; torch's default rel, scale-free: a metric in percent or as a fraction behaves the same)"})
+    plateau_cooldown: int = field(default=0, metadata={"help": "plateau: epochs to wait after a drop before counting again (torch's default 0)"})
+    plateau_min_lr: float = field(default=0.0, metadata={"help": "plateau: floor of the learning rate (torch's default 0)"})
     train_steps: int = field(default=0, metadata={"help": "> 0: train exactly this many optimizer steps (the schedule's length; the last epoch is cut) instead of --epochs"})
     clip_grad_norm: float = field(default=5.0, metadata={"help": "gradient norm clipping (0: off)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (autocast; fp16 with a GradScaler), or auto: bf16 where the device computes in bf16 natively (a GPU of compute capability 8.0+, a CPU with AVX-512 BF16 or AMX), else no; the run prints what it uses and why, and results.json records it"})
@@ -131,17 +145,27 @@ class TrainConfig:
     fused_optimizer: bool = field(default=True, metadata={"help": "torch's fused Adam/AdamW kernel (one kernel per step; its results differ from torch's default implementation, which the MEK sources use, in the last bits: --no-fused-optimizer for a bit-level reproduction)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (slow start, faster steps on a GPU)"})
     ema_decay: float = field(default=0.0, metadata={"help": "EMA of the weights (timm ModelEmaV3) with this decay; 0: off. Evaluation and saved weights use the EMA"})
+    train_mode_forward: bool = field(default=False, metadata={"help": "after every training step, one more forward pass in training mode over the step's un-mixed batch, without gradient: BatchNorm's running statistics (the ones evaluation uses) then also follow the clean images, as LetheSec's train-accuracy pass model(org_images) does (train.py:207-213; the source runs it in fp32, fer-mek under the run's autocast)"})
+    drop_last: bool = field(default=True, metadata={"help": "drop the last, incomplete training batch of every epoch (fer-mek's default); --no-drop-last keeps it, as torch's DataLoader default that both FER-2013 sources use"})
     balanced_sampler: bool = field(default=False, metadata={"help": "sample classes equally often: weights 1/n_label, drawn with replacement (WeightedRandomSampler)"})
     # Augmentation (training; the per-sample pipeline runs every option, the cached one a subset)
-    crop: str = field(default="random-resized", metadata={"help": "random-resized (timm RandomResizedCrop: --crop-scale, --crop-ratio; rotation before it) or padded (MEK-CV: Resize to the input size, RandomCrop with --crop-padding, rotation after it)"})
+    crop: str = field(default="random-resized", metadata={"help": "random-resized (timm RandomResizedCrop: --crop-scale, --crop-ratio; rotation before it), padded (MEK-CV: Resize to the input size, RandomCrop with --crop-padding, rotation after it) or ncrop (the FER-2013 sources: torchvision RandomResizedCrop to --ncrop-resize with --crop-scale / --crop-ratio, colour jitter (--color-jitter-prob), translation (--translate), flip, rotation (--rotation-prob), then --train-crops crops of --image-size, every crop a training sample with its own random erasing; per-sample pipeline)"})
+    ncrop_resize: int = field(default=48, metadata={"help": "crop ncrop: side of the random resized crop that the --train-crops crops of --image-size are cut from (the FER-2013 sources: 48, the images' own size); with --eval-crops, evaluation images are resized to it before their crops"})
+    train_crops: int = field(default=5, metadata={"help": "crop ncrop: 5 (torchvision FiveCrop: corners and centre; LetheSec) or 10 (TenCrop: the five and their horizontal flips; usef-kh/fer) crops per image, each a sample: a batch of --batch-size images trains on batch x crops samples"})
+    default_tta: str = field(default="none", metadata={"help": "the test-time augmentation saved with the model (its image processor's default_tta), used by evaluation, predict and the demo: none, flip, tencrop or tencrop_source (the FER-2013 sources' ten 40-px crops of the 48-px image, logits averaged; what --eval-crops 10 does during training)"})
+    eval_crops: int = field(default=1, metadata={"help": "validation and test during training: 1 (the image processor's single view) or 10 (the image resized to --ncrop-resize, TenCrop to --image-size, the logits of the ten crops averaged: both FER-2013 sources' Ncrop evaluation)"})
     crop_scale: list[float] = field(default_factory=lambda: list(CROP_SCALE), metadata={"help": "random-resized crop: area range, 2 values"})
     crop_ratio: list[float] = field(default_factory=lambda: list(CROP_RATIO), metadata={"help": "random-resized crop: aspect-ratio range, 2 values"})
     crop_padding: int = field(default=0, metadata={"help": "padded crop: zero padding on each side before the random crop (MEK-CV 8)"})
     train_interpolation: str = field(default="bilinear", metadata={"help": "training resize/crop interpolation: bilinear, bicubic (official MEK), nearest (padded crop only) or random (timm's, random-resized only)"})
     rotation: float = field(default=ROTATION, metadata={"help": "random rotation in [-deg, +deg] (0: off); before the crop with --crop random-resized, after it with padded"})
+    rotation_prob: float = field(default=1.0, metadata={"help": "crop ncrop: probability of the random rotation (torchvision RandomApply; the FER-2013 sources 0.5)"})
+    translate: float = field(default=0.0, metadata={"help": "crop ncrop: random translation up to this fraction of the width / height (torchvision RandomAffine(0, translate=(t, t)); the FER-2013 sources 0.2); 0: off"})
+    translate_prob: float = field(default=1.0, metadata={"help": "crop ncrop: probability of the random translation (RandomApply; the FER-2013 sources 0.5)"})
     rotation_interpolation: str = field(default="bilinear", metadata={"help": "rotation interpolation: bilinear, nearest (torchvision's default; MEK-CV) or bicubic"})
     hflip: float = field(default=HFLIP, metadata={"help": "random horizontal flip probability (MEK-CV 0: the paired flip is the only one)"})
     color_jitter: list[float] = field(default_factory=lambda: [COLOR_JITTER] * 3, metadata={"help": "colour jitter brightness, contrast, saturation[, hue]; as in timm only applied without --auto-augment"})
+    color_jitter_prob: float = field(default=1.0, metadata={"help": "crop ncrop: probability of the colour jitter (RandomApply; LetheSec 0.5)"})
     auto_augment: str = field(default=RAND_AUGMENT, metadata={"help": "timm RandAugment policy ('' for none)"})
     re_prob: float = field(default=RE_PROB, metadata={"help": "random erasing probability"})
     re_scale: list[float] = field(default_factory=lambda: [0.02, 1.0 / 3.0], metadata={"help": "random erasing: area range of the box, 2 values"})
@@ -185,10 +209,17 @@ CHOICES = {
     "method": ("mek", "baseline"),
     "balance_weight_rule": ("official", "mean1"),
     "optimizer": ("adamw", "adam", "sgd"),
-    "scheduler": ("cosine", "timm-cosine", "exponential", "constant"),
+    "scheduler": ("cosine", "timm-cosine", "exponential", "plateau", "constant"),
+    "plateau_metric": ("accuracy", "mean_class_accuracy", "macro_f1"),
+    "plateau_mode": ("max", "min"),
+    "plateau_threshold_mode": ("rel", "abs"),
     "schedule_unit": ("step", "epoch"),
     "mixed_precision": ("no", "bf16", "fp16", "auto"),
-    "crop": ("random-resized", "padded"),
+    "crop": CROPS,
+    "fer2013_val": ("", "PrivateTest", "PublicTest"),
+    "train_crops": (5, 10),
+    "eval_crops": (1, 10),
+    "default_tta": ("none", "flip", "tencrop", "tencrop_source"),
     "train_interpolation": ("bilinear", "bicubic", "nearest", "random"),
     "rotation_interpolation": ("bilinear", "nearest", "bicubic"),
     "re_mode": ("const", "pixel", "rand", "torchvision"),

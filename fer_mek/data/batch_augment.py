@@ -106,6 +106,12 @@ def batched_augmentation_supports(
     re_prob: float = RE_PROB,
     re_scale: Sequence[float] = RE_SCALE,
     re_mode: str = RE_MODE,
+    ncrop_resize: int = 48,
+    train_crops: int = 5,
+    color_jitter_prob: float = 1.0,
+    translate: float = 0.0,
+    translate_prob: float = 1.0,
+    rotation_prob: float = 1.0,
     re_count: int = 1,
 ) -> str | None:
     """Why :class:`BatchAugmentation` cannot run these augmentation options, or ``None`` when it can.
@@ -119,7 +125,9 @@ def batched_augmentation_supports(
         A sentence naming the first unsupported option and pointing at ``--data-pipeline per-sample``, or ``None``.
     """
     reasons: list[str] = []
-    if crop != "random-resized":
+    if crop == "ncrop":
+        reasons.append("crop='ncrop' (the FER-2013 sources' five / ten crops per image)")
+    elif crop != "random-resized":
         reasons.append(f"crop={crop!r} (MEK-CV's resize + padded random crop)")
     elif crop_padding:
         reasons.append(f"crop_padding={crop_padding}")
@@ -138,6 +146,12 @@ def batched_augmentation_supports(
         if jitter is not None and (len(set(jitter[:3])) != 1 or (len(jitter) == 4 and jitter[3])):
             reasons.append(f"color_jitter={list(jitter)} (batches jitter brightness, contrast and saturation with "
                            "one strength and no hue)")
+    for name, value in (("color_jitter_prob", color_jitter_prob), ("translate_prob", translate_prob),
+                        ("rotation_prob", rotation_prob)):
+        if value != 1.0:
+            reasons.append(f"{name}={value}")
+    if translate:
+        reasons.append(f"translate={translate}")
     if re_prob > 0:
         if re_mode != "const":
             reasons.append(f"re_mode={re_mode!r} (batches erase with timm's constant zero fill)")

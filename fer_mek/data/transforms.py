@@ -50,7 +50,9 @@ __all__ = [
     "CROPS",
     "RE_MODES",
     "MEKBatchTransform",
+    "NCROP_COUNTS",
     "build_eval_transform",
+    "build_ncrop_eval_transform",
     "build_train_transform",
     "collate_fn",
     "make_transform",
@@ -61,8 +63,12 @@ __all__ = [
 #: that are training-configuration fields of the same name: ``{name: getattr(config, name) for name in ...}``.
 AUGMENTATION_OPTIONS: tuple[str, ...] = (
     "crop", "crop_scale", "crop_ratio", "crop_padding", "train_interpolation", "rotation", "rotation_interpolation",
-    "hflip", "color_jitter", "auto_augment", "re_prob", "re_scale", "re_mode",
+    "hflip", "color_jitter", "auto_augment", "re_prob", "re_scale", "re_mode", "ncrop_resize", "train_crops",
+    "color_jitter_prob", "translate", "translate_prob", "rotation_prob",
 )  # fmt: skip
+#: The crops of the FER-2013 sources' ``Ncrop`` training and testing: torchvision's ``FiveCrop`` / ``TenCrop``.
+NCROP_COUNTS: tuple[int, ...] = (5, 10)
+
 
 _INTERPOLATIONS = {
     0: v2.InterpolationMode.NEAREST,
@@ -165,6 +171,12 @@ def build_train_transform(
     re_prob: float = RE_PROB,
     re_scale: Sequence[float] = RE_SCALE,
     re_mode: str = RE_MODE,
+    ncrop_resize: int = 48,
+    train_crops: int = 5,
+    color_jitter_prob: float = 1.0,
+    translate: float = 0.0,
+    translate_prob: float = 1.0,
+    rotation_prob: float = 1.0,
     re_count: int = 1,
 ) -> Callable[[Any], torch.Tensor]:
     """The training augmentation for a model's image processor (PIL image in, normalised ``[3, H, W]`` tensor out).
@@ -185,6 +197,17 @@ def build_train_transform(
       ``auto_augment=None``, ``re_mode="torchvision"`` and ``re_scale=(0.02, 0.2)`` the same torch random state
       gives the same tensor as MEK-CV's ``Compose`` (torchvision draws from torch's generator only). The random
       crop is there even with ``crop_padding=0`` (a crop of the whole resized image that still draws its offsets).
+
+    * ``"ncrop"`` (the FER-2013 single-network sources: LetheSec ``dataset.py:91-107``, usef-kh/fer
+      ``data/fer2013.py:60-70``), torchvision v1 operations on the PIL image in this order: ``to_rgb8 ->
+      RandomResizedCrop(ncrop_resize, crop_scale, crop_ratio, train_interpolation) -> RandomApply([ColorJitter(
+      *color_jitter)], color_jitter_prob) -> RandomApply([RandomAffine(0, translate=(t, t))], translate_prob) ->
+      RandomHorizontalFlip(hflip) -> RandomApply([RandomRotation(rotation, rotation_interpolation)], rotation_prob)
+      -> FiveCrop / TenCrop(H, W) (train_crops) -> per crop ToTensor -> Normalize -> random erasing``; the output is
+      ``[train_crops, 3, H, W]``, every crop a training sample (the trainer lays them out as ``B x train_crops``
+      samples, labels repeated, as the sources' ``repeat_interleave``). A step whose probability is 1 is applied
+      without ``RandomApply`` (which would draw); one whose strength is 0 is left out. ``crop_scale`` may exceed 1
+      here, as torchvision allows (the sources use ``(0.8, 1.2)``).
 
     Colour jitter of all-zero strengths is left out (timm would add a no-op ``ColorJitter`` that still draws).
 
@@ -208,6 +231,12 @@ def build_train_transform(
         re_mode: timm's fill ``"const"`` (zero), ``"rand"`` (one normal colour per box), ``"pixel"`` (normal noise),
             or ``"torchvision"``: ``torchvision.transforms.RandomErasing(re_prob, re_scale, ratio=(0.3, 3.3),
             value=0)`` (:data:`RE_MODES`).
+        ncrop_resize: ``ncrop``: side of the random resized crop the crops are cut from.
+        train_crops: ``ncrop``: 5 (``FiveCrop``) or 10 (``TenCrop``: the five and their horizontal flips).
+        color_jitter_prob: ``ncrop``: probability of the colour jitter.
+        translate: ``ncrop``: maximal random translation, a fraction of the side (``RandomAffine``); ``0`` off.
+        translate_prob: ``ncrop``: probability of the translation.
+        rotation_prob: ``ncrop``: probability of the rotation.
         re_count: Number of erased boxes (timm modes; ``torchvision`` erases one).
 
     Raises:
@@ -220,12 +249,32 @@ def build_train_transform(
     _check_choice(re_mode, "re_mode", RE_MODES)
     _check_choice(rotation_interpolation, "rotation_interpolation", ("bilinear", "nearest", "bicubic"))
     interpolations = ("bilinear", "bicubic", "random") if crop == "random-resized" else ("bilinear", "bicubic", "nearest")
+    ncrop = crop == "ncrop"
+    for name, value in (("color_jitter_prob", color_jitter_prob), ("translate_prob", translate_prob),
+                        ("rotation_prob", rotation_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} is a probability, in [0, 1]; got {value}")
+        if value != 1.0 and not ncrop:
+            raise ValueError(f"{name}={value} applies to crop='ncrop' only")
+    if not 0.0 <= translate < 1.0:
+        raise ValueError(f"translate must be in [0, 1), got {translate}")
+    if translate and not ncrop:
+        raise ValueError(f"translate={translate} applies to crop='ncrop' only")
+    if ncrop and train_crops not in NCROP_COUNTS:
+        raise ValueError(f"train_crops must be one of {NCROP_COUNTS} (FiveCrop / TenCrop), got {train_crops}")
+    if ncrop and auto_augment:
+        raise ValueError("crop='ncrop' (the FER-2013 sources' chain) has no auto-augment step; set auto_augment to ''")
     _check_choice(train_interpolation, f"train_interpolation (crop={crop!r})", interpolations)
     scale, ratio, erase_scale = _pair(crop_scale, "crop_scale"), _pair(crop_ratio, "crop_ratio"), _pair(re_scale, "re_scale")
     if not 0.0 < erase_scale[0] <= erase_scale[1] < 1.0:
         raise ValueError(f"re_scale must lie in (0, 1), got {list(re_scale)}")
     if crop == "random-resized" and crop_padding:
         raise ValueError(f"crop_padding={crop_padding} applies to crop='padded' only")
+    if ncrop and crop_padding:
+        raise ValueError(f"crop_padding={crop_padding} applies to crop='padded' only")
+    if ncrop and ncrop_resize < min(height_width := _processor_side(image_processor)):
+        raise ValueError(f"ncrop_resize={ncrop_resize} is smaller than the crops ({height_width[0]} x "
+                         f"{height_width[1]}) cut from it")
     if crop == "padded" and (scale != CROP_SCALE or ratio != CROP_RATIO):
         raise ValueError("crop_scale and crop_ratio apply to crop='random-resized' only; crop='padded' resizes to the "
                          "model's size and crops it back after padding")
@@ -246,6 +295,14 @@ def build_train_transform(
         else:
             erasing.append(RandomErasing(re_prob, min_area=erase_scale[0], max_area=erase_scale[1], mode=re_mode,
                                          max_count=re_count, num_splits=0, device="cpu"))
+
+    if ncrop:
+        return _ncrop_train_chain(
+            settings, erasing, resize=ncrop_resize, scale=scale, ratio=ratio,
+            interpolation=v1.InterpolationMode(train_interpolation), jitter=jitter,
+            jitter_prob=color_jitter_prob, translate=translate, translate_prob=translate_prob, hflip=hflip,
+            rotation=rotation, rotate_mode=rotate_mode, rotation_prob=rotation_prob, crops=train_crops,
+        )
 
     if crop == "random-resized":
         timm_transform = create_transform(
@@ -284,6 +341,84 @@ def build_train_transform(
     if settings["normalize"]:
         chain.append(v1.Normalize(settings["mean"], settings["std"]))
     return v1.Compose([*chain, *erasing])
+
+
+def _processor_side(image_processor: Any) -> tuple[int, int]:
+    settings = processor_settings(image_processor)
+    return settings["height"], settings["width"]
+
+
+class _PerCrop:
+    """Apply ``steps`` (tensor -> tensor, or PIL -> tensor) to each crop of a sequence and stack the results: the
+    sources' ``Lambda(lambda crops: torch.stack([step(crop) for crop in crops]))``, one step after the other over all
+    crops (so the random draws come in the sources' order: every crop's erasing after every crop's conversion)."""
+
+    def __init__(self, steps: Sequence[Callable[[Any], Any]]) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, crops: Sequence[Any]) -> torch.Tensor:
+        values: Any = crops
+        for step in self.steps:
+            values = torch.stack([step(crop) for crop in values])
+        return values
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.steps!r})"
+
+
+def _ncrop_train_chain(settings: Mapping[str, Any], erasing: Sequence[Callable[[Any], Any]], *, resize: int,
+                       scale: tuple[float, float], ratio: tuple[float, float], interpolation: Any,
+                       jitter: tuple[float, ...] | None, jitter_prob: float, translate: float, translate_prob: float,
+                       hflip: float, rotation: float, rotate_mode: Any, rotation_prob: float, crops: int) -> Any:
+    from torchvision import transforms as v1
+
+    def maybe(step: Callable[[Any], Any], p: float) -> Callable[[Any], Any]:
+        return step if p >= 1.0 else v1.RandomApply([step], p=p)
+
+    chain: list[Callable[[Any], Any]] = [
+        to_rgb8,
+        v1.RandomResizedCrop(resize, scale=scale, ratio=ratio, interpolation=interpolation),
+    ]
+    if jitter is not None and jitter_prob > 0:
+        chain.append(maybe(v1.ColorJitter(*jitter), jitter_prob))
+    if translate and translate_prob > 0:
+        chain.append(maybe(v1.RandomAffine(0, translate=(translate, translate)), translate_prob))
+    if hflip > 0:
+        chain.append(v1.RandomHorizontalFlip(p=hflip))
+    if rotation and rotation_prob > 0:
+        chain.append(maybe(v1.RandomRotation(rotation, interpolation=rotate_mode, fill=0), rotation_prob))
+    size = (settings["height"], settings["width"])
+    chain.append(v1.FiveCrop(size) if crops == 5 else v1.TenCrop(size))
+    per_crop: list[Callable[[Any], Any]] = [v1.ToTensor()]
+    if settings["normalize"]:
+        per_crop.append(v1.Normalize(settings["mean"], settings["std"]))
+    # One Lambda per step, as the sources: all crops to tensors, then all normalised, then each one erased.
+    chain.extend(_PerCrop([step]) for step in [*per_crop, *erasing])
+    return v1.Compose(chain)
+
+
+def build_ncrop_eval_transform(image_processor: Any, resize: int = 48, crops: int = 10) -> Callable[[Any], torch.Tensor]:
+    """The FER-2013 sources' ``Ncrop`` evaluation input (LetheSec ``dataset.py:82-89``, usef-kh/fer
+    ``data/fer2013.py:52-57``): ``to_rgb8 -> Resize((resize, resize))`` (a no-op for FER-2013's 48-px images, which
+    the sources crop directly) ``-> TenCrop / FiveCrop(H, W) -> per crop ToTensor -> Normalize``; ``[crops, 3, H, W]``.
+    The trainer averages the crops' logits (``sum / crops``, the sources' ``evaluate``)."""
+    from torchvision import transforms as v1
+
+    if crops not in NCROP_COUNTS:
+        raise ValueError(f"crops must be one of {NCROP_COUNTS}, got {crops}")
+    settings = processor_settings(image_processor)
+    size = (settings["height"], settings["width"])
+    if resize < min(size):
+        raise ValueError(f"resize={resize} is smaller than the crops ({size[0]} x {size[1]})")
+    per_crop: list[Callable[[Any], Any]] = [v1.ToTensor()]
+    if settings["normalize"]:
+        per_crop.append(v1.Normalize(settings["mean"], settings["std"]))
+    return v1.Compose([
+        to_rgb8,
+        v1.Resize((resize, resize), interpolation=v1.InterpolationMode(settings["interpolation"].value)),
+        v1.FiveCrop(size) if crops == 5 else v1.TenCrop(size),
+        *(_PerCrop([step]) for step in per_crop),
+    ])
 
 
 def _auto_augment(policy: str, size: tuple[int, int], mean: Sequence[float], interpolation: str) -> Callable[[Any], Any]:
@@ -386,8 +521,9 @@ def make_transform(
 
 
 def collate_fn(examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack examples of :class:`MEKBatchTransform` into ``pixel_values`` ``[B, 3, H, W]``,
-    ``flipped_pixel_values`` (when present) and ``labels`` ``[B]`` (``int64``, when present)."""
+    """Stack examples of :class:`MEKBatchTransform` into ``pixel_values`` ``[B, 3, H, W]`` (``[B, N, 3, H, W]`` for
+    transforms that give ``N`` crops per image, e.g. ``crop="ncrop"``), ``flipped_pixel_values`` (when present) and
+    ``labels`` ``[B]`` (``int64``, when present)."""
     if not examples:
         raise ValueError("collate_fn got an empty batch")
     batch = {"pixel_values": torch.stack([ex["pixel_values"] for ex in examples])}

@@ -204,7 +204,14 @@ def _validate_split(config: TrainConfig) -> None:
     if config.fer2013_test != "PrivateTest" and config.source != "fer2013":
         raise ValueError(f"--fer2013-test {config.fer2013_test} applies to --source fer2013 only (got --source "
                          f"{config.source}); leave it at PrivateTest")
-    if config.val_split == "none" and config.early_stopping_patience:
+    if config.fer2013_val:
+        if config.source != "fer2013":
+            raise ValueError(f"--fer2013-val {config.fer2013_val} applies to --source fer2013 only")
+        if config.fer2013_val in config.fer2013_test.split("+"):
+            raise ValueError(f"--fer2013-val {config.fer2013_val} is also in --fer2013-test {config.fer2013_test}: "
+                             "validate and test on different rows (the FER-2013 sources: --fer2013-val PrivateTest "
+                             "--fer2013-test PublicTest)")
+    if config.val_split == "none" and not config.fer2013_val and config.early_stopping_patience:
         raise ValueError("--early-stopping-patience needs a validation split; with --val-split none the run trains "
                          "for its full length and reports the final checkpoint")
 
@@ -225,8 +232,9 @@ def _validate_model(config: TrainConfig) -> None:
 def _validate_augmentation(config: TrainConfig) -> None:
     scale, ratio, re_scale = (_check_list(config, n) for n in ("crop_scale", "crop_ratio", "re_scale"))
     jitter = _check_list(config, "color_jitter")
-    if not 0.0 < scale[0] <= scale[1] <= 1.0:
-        raise ValueError(f"--crop-scale must be two numbers with 0 < min <= max <= 1, got {config.crop_scale}")
+    if not 0.0 < scale[0] <= scale[1] <= (math.inf if config.crop == "ncrop" else 1.0):
+        raise ValueError(f"--crop-scale must be two numbers with 0 < min <= max <= 1 (max above 1 with --crop ncrop, "
+                         f"as torchvision allows), got {config.crop_scale}")
     if not 0.0 < ratio[0] <= ratio[1]:
         raise ValueError(f"--crop-ratio must be two numbers with 0 < min <= max, got {config.crop_ratio}")
     if not 0.0 < re_scale[0] <= re_scale[1] < 1.0:
@@ -240,6 +248,12 @@ def _validate_augmentation(config: TrainConfig) -> None:
     for name in ("hflip", "re_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} is a probability, in [0, 1]; got {getattr(config, name)}")
+    if config.eval_crops != 1 and config.data_pipeline != "per-sample":
+        raise ValueError(f"--eval-crops {config.eval_crops} crops every evaluation image per sample; it needs "
+                         "--data-pipeline per-sample")
+    if (config.crop == "ncrop" or config.eval_crops != 1) and config.ncrop_resize < config.image_size:
+        raise ValueError(f"--ncrop-resize {config.ncrop_resize} is smaller than the crops of --image-size "
+                         f"{config.image_size} cut from it")
     if config.data_pipeline == "cached":
         if config.auto_augment:
             from ..data.batch_augment import parse_rand_augment
@@ -291,6 +305,12 @@ def augmentation_options(config: TrainConfig) -> dict[str, Any]:
         "re_prob": config.re_prob,
         "re_scale": tuple(config.re_scale),
         "re_mode": config.re_mode,
+        "ncrop_resize": config.ncrop_resize,
+        "train_crops": config.train_crops,
+        "color_jitter_prob": config.color_jitter_prob,
+        "translate": config.translate,
+        "translate_prob": config.translate_prob,
+        "rotation_prob": config.rotation_prob,
     }
 
 
@@ -307,6 +327,29 @@ def _validate_schedule(config: TrainConfig) -> None:
         raise ValueError("--warmup-steps counts optimizer steps; with --schedule-unit epoch give --warmup-epochs")
     if config.lr is not None and config.scheduler in COSINE_SCHEDULERS and config.min_lr > config.lr:
         raise ValueError(f"--min-lr {config.min_lr} is above --lr {config.lr}")
+    if config.scheduler == "plateau":
+        if config.val_split == "none" and not config.fer2013_val:
+            raise ValueError("--scheduler plateau steps on a validation metric; it needs a validation split "
+                             "(not --val-split none)")
+        if not 0.0 < config.plateau_factor < 1.0:
+            raise ValueError(f"--plateau-factor must be in (0, 1), got {config.plateau_factor}")
+        for name in ("plateau_patience", "plateau_cooldown", "plateau_threshold", "plateau_min_lr"):
+            if getattr(config, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(config, name)}")
+    if config.optimizer != "sgd" and (config.momentum != 0.9 or not config.nesterov):
+        raise ValueError(f"--momentum and --no-nesterov shape --optimizer sgd; --optimizer {config.optimizer} does "
+                         "not use them")
+    if config.optimizer == "sgd" and not 0.0 <= config.momentum < 1.0:
+        raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if config.optimizer == "sgd" and config.nesterov and config.momentum == 0:
+        raise ValueError("--nesterov needs a momentum > 0 (torch.optim.SGD); give --momentum or --no-nesterov")
+    if config.mixup_alpha < 0:
+        raise ValueError(f"--mixup-alpha must be 0 (off) or more, got {config.mixup_alpha}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.label_smoothing and config.method != "baseline":
+        raise ValueError("--label-smoothing is the baseline's uniform smoothing; MEK smooths with its re-balanced "
+                         "targets (--smoothing)")
     if config.scheduler == "timm-cosine" and config.schedule_unit == "epoch" and config.warmup_epochs != int(
         config.warmup_epochs
     ):

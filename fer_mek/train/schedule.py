@@ -11,6 +11,10 @@ Two kinds of scheduler, chosen by :func:`uses_step_schedule`:
   of processes, and it counts the steps that fp16's GradScaler skips (as the official MEK loop does). The trainer
   steps it once per optimizer step and checkpoints it with the run (it is not handed to ``accelerator.prepare``).
 
+``plateau`` (:class:`PlateauSchedule`, torch's ``ReduceLROnPlateau``) is the third kind: also checkpointed by the
+trainer, a no-op after optimizer steps, stepped once per epoch on the validation ``--plateau-metric`` (the FER-2013
+single-network sources').
+
 ``timm-cosine`` is the official MEK schedule: timm's ``CosineLRScheduler(t_initial=total, lr_min=min_lr,
 warmup_t=warmup, warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False, warmup_prefix=False)``, on which the
 official loop calls ``step_update(global_step)`` after every optimizer step (``train_exp.py:257-258``): optimizer
@@ -25,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["StepSchedule", "build_scheduler", "cosine_lr", "timm_cosine_lr", "uses_step_schedule"]
+__all__ = ["PlateauSchedule", "StepSchedule", "build_scheduler", "cosine_lr", "timm_cosine_lr", "uses_step_schedule"]
 
 
 def timm_cosine_lr(base_lr: float, t: int, total: int, warmup: int = 0, warmup_lr: float = 0.0,
@@ -60,12 +64,43 @@ def cosine_lr(base_lr: float, t: float, total: float, warmup: float = 0.0, warmu
 def uses_step_schedule(config: Any) -> bool:
     """Whether ``config``'s schedule is a :class:`StepSchedule` (else a ``LambdaLR`` that accelerate steps).
     The default ``cosine`` (per step, from 0 to 0) stays transformers' schedule, exactly as before these options."""
-    if config.scheduler in ("timm-cosine", "exponential"):
+    if config.scheduler in ("timm-cosine", "exponential", "plateau"):
         # exponential: lr x gamma once per epoch, counted in optimizer steps including those fp16's GradScaler skips
         # (accelerate would not step a prepared scheduler on a skipped step, moving every decay off the epoch
         # boundary, unlike the source's ExponentialLR stepped once per epoch).
         return True
     return config.scheduler == "cosine" and (config.schedule_unit == "epoch" or config.warmup_lr > 0 or config.min_lr > 0)
+
+
+class PlateauSchedule(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ``ReduceLROnPlateau``, stepped once per epoch on a validation metric (``--scheduler plateau``).
+
+    Both FER-2013 single-network sources train with ``ReduceLROnPlateau(optimizer, mode='max', factor=0.75,
+    patience=5)`` stepped after every epoch on the validation (PrivateTest, ten-crop) accuracy
+    (LetheSec ``train.py:95-97, 117-118``; usef-kh/fer ``train.py:34, 55``). The trainer calls :meth:`step` after every
+    optimizer step like every other schedule: without a metric that leaves the rate alone; :meth:`step_metric` (once
+    per epoch, after validation) is torch's ``step(metric)``. The state (best value, bad epochs, cooldown, current
+    rates) is a JSON-able dict, checkpointed with the run as a :class:`StepSchedule`'s is.
+    """
+
+    def step(self, metrics: Any = None, epoch: Any = None) -> None:  # noqa: D401 - torch's signature
+        if metrics is None:
+            return  # an optimizer step: the rate only changes at epoch ends
+        super().step(metrics)
+
+    def step_metric(self, value: float) -> None:
+        """The end of an epoch: torch's ``ReduceLROnPlateau.step(value)``."""
+        super().step(float(value))
+
+    def state_dict(self) -> dict[str, Any]:
+        # torch's state minus the optimizer, with math.inf as a string for strict JSON readers too
+        state = {key: value for key, value in super().state_dict().items() if key != "optimizer"}
+        return {key: (repr(value) if isinstance(value, float) and math.isinf(value) else value)
+                for key, value in state.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        values = {key: (float(value) if value in ("inf", "-inf") else value) for key, value in state_dict.items()}
+        super().load_state_dict(values)
 
 
 class StepSchedule(torch.optim.lr_scheduler.LRScheduler):
@@ -130,6 +165,11 @@ def build_scheduler(config: Any, optimizer: torch.optim.Optimizer, steps_per_epo
     from transformers import get_constant_schedule, get_cosine_schedule_with_warmup
 
     num_epochs = config.epochs if num_epochs is None else num_epochs
+    if config.scheduler == "plateau":
+        return PlateauSchedule(optimizer, mode=config.plateau_mode, factor=config.plateau_factor,
+                               patience=config.plateau_patience, threshold=config.plateau_threshold,
+                               threshold_mode=config.plateau_threshold_mode, cooldown=config.plateau_cooldown,
+                               min_lr=config.plateau_min_lr)
     if uses_step_schedule(config):
         per_epoch = config.schedule_unit == "epoch"
         if per_epoch:

@@ -41,11 +41,13 @@ from .config import (
     TrainConfig,
     augmentation_options,
 )
+from .mixup import mixed_forward
+from .optim import create_optimizer
 from .sampling import EpochSampler, SeededAugmentation
 from .schedule import build_scheduler, uses_step_schedule
 from .state import TrainerState
 
-__all__ = ["NO_VALIDATION_REASON", "EpochSampler", "SeededAugmentation", "Trainer", "TrainerState", "build_scheduler"]
+__all__ = ["NO_VALIDATION_REASON", "EpochSampler", "SeededAugmentation", "create_optimizer", "Trainer", "TrainerState", "build_scheduler"]
 
 #: ``results.json`` ``selection.reason`` of a run without a validation split (``--val-split none``).
 NO_VALIDATION_REASON = "no validation split: the final checkpoint is reported, as the source does"
@@ -57,6 +59,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, GradScalerKwargs, ProjectConfiguration, set_seed
+        from accelerate.utils.environment import parse_flag_from_env
 
         from ..environment import resolve_mixed_precision, training_device_type
 
@@ -68,7 +71,7 @@ class Trainer:
         self.tracker = log_with
         # The precision used (--mixed-precision auto: bf16 where the device has it natively), and why, for the output.
         self.mixed_precision, self.mixed_precision_reason = resolve_mixed_precision(
-            config.mixed_precision, training_device_type())
+            config.mixed_precision, training_device_type(use_cpu=parse_flag_from_env("ACCELERATE_USE_CPU")))
         handlers = []
         if self.mixed_precision == "fp16":
             handlers.append(GradScalerKwargs(growth_interval=config.grad_scaler_growth_interval))
@@ -85,7 +88,7 @@ class Trainer:
         set_seed(config.seed, device_specific=False)
         self.state = TrainerState()
         # With --val-split none there is no validation split: no per-epoch evaluation, the final weights are reported.
-        self.validates = config.val_split != "none"
+        self.validates = config.val_split != "none" or bool(config.fer2013_val)
         self.num_epochs = config.epochs  # with --train-steps: set by build_optimization
         self.interrupted = False
         self.stop_signal: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM)
@@ -114,7 +117,7 @@ class Trainer:
         options = DataOptions.from_config(dataclasses.asdict(self.config))
         # Main process first: it builds caches (synthetic images, parsed CSVs) that the others then read.
         with self.accelerator.main_process_first():
-            self.dataset = options.load()
+            self.dataset = options.load()  # with --fer2013-val: validation is that Usage of the CSV
         train = self.dataset["train"]
         self.label_names = list(train.features["label"].names)
         self.class_counts = {split: class_counts(self.dataset[split]) for split in self.dataset}
@@ -155,6 +158,8 @@ class Trainer:
         elif config.reset_final_norm:
             self.init_report.update(reset_final_norm(self.model))
         self.processor = MEKImageProcessor.from_model_config(model_config)
+        if config.default_tta != "none":  # saved with the model: evaluation and inference use it
+            self.processor.default_tta = config.default_tta
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -201,10 +206,17 @@ class Trainer:
             train_transform = make_transform(self.processor, train=True, with_flip=config.method == "mek",
                                              **augmentation_options(config))
             train = SeededAugmentation(self.dataset["train"], train_transform, config.seed)
-            eval_transform = make_transform(self.processor, train=False, with_flip=False)
+            if config.eval_crops != 1:  # the FER-2013 sources' Ncrop evaluation: crops' logits averaged
+                from ..data import MEKBatchTransform
+                from ..data.transforms import build_ncrop_eval_transform
+
+                eval_transform = MEKBatchTransform(build_ncrop_eval_transform(
+                    self.processor, resize=config.ncrop_resize, crops=config.eval_crops))
+            else:
+                eval_transform = make_transform(self.processor, train=False, with_flip=False)
             evals = {split: self.dataset[split].with_transform(eval_transform) for split in self.eval_splits}
             loader_kwargs["collate_fn"] = collate_fn
-        self.train_loader = DataLoader(train, sampler=self.train_sampler, drop_last=True, **loader_kwargs)
+        self.train_loader = DataLoader(train, sampler=self.train_sampler, drop_last=config.drop_last, **loader_kwargs)
         self.eval_loaders = {split: DataLoader(data, shuffle=False, **loader_kwargs) for split, data in evals.items()}
         if len(self.train_loader) == 0:
             raise ValueError(f"the train split has {len(self.dataset['train'])} images, fewer than one batch "
@@ -245,22 +257,10 @@ class Trainer:
         return train, evals
 
     def build_optimization(self) -> None:
-        import timm.optim
-
         config = self.config
         total_batch = config.batch_size * config.grad_accum * self.accelerator.num_processes
         self.lr = config.lr if config.lr is not None else 5e-4 * total_batch / 512
-        # torch's fused Adam(W) kernels: one kernel per step instead of one per tensor on a GPU; on a CPU the
-        # optimizer step of a ResNet-18 drops from about 25 to 11 ms (BENCHMARKS.md).
-        # --no-fused-optimizer: torch's default implementation, the MEK sources' (bit-level parity).
-        fused = ({"fused": True} if config.fused_optimizer and config.optimizer in ("adam", "adamw")
-                 and self.accelerator.device.type in ("cuda", "cpu") else {})
-        # timm: adam is torch.optim.Adam (L2 added to the gradient), adamw torch.optim.AdamW (decoupled decay);
-        # filter_bias_and_bn=False decays every parameter, as both MEK sources do (--weight-decay-all).
-        self.optimizer = timm.optim.create_optimizer_v2(
-            self.model, opt=config.optimizer, lr=self.lr, weight_decay=config.weight_decay,
-            filter_bias_and_bn=not config.weight_decay_all, **fused
-        )
+        self.optimizer = create_optimizer(self.model, config, self.lr, self.accelerator.device.type)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.grad_accum)
         # A StepSchedule (timm-cosine, ...) is a function of the optimizer steps of one process: built after the
         # loader is sharded, stepped by train_step and checkpointed with the run, not prepared by accelerate.
@@ -344,8 +344,14 @@ class Trainer:
         model.eval()
         predictions, references = [], []
         for batch in self.eval_loaders[split]:
+            pixel_values = self.eval_pixel_values(batch)
+            crops = pixel_values.shape[1] if pixel_values.dim() == 5 else 0
+            if crops:  # [B, N, C, H, W]: the crops' logits averaged, sum / N (the FER-2013 sources' evaluate)
+                pixel_values = pixel_values.flatten(0, 1)
             with self.accelerator.autocast():
-                logits = model(pixel_values=self.eval_pixel_values(batch)).logits
+                logits = model(pixel_values=pixel_values).logits
+            if crops:
+                logits = torch.sum(logits.float().view(-1, crops, logits.shape[-1]), dim=1) / crops
             # gather_for_metrics drops the samples that pad the last batch of an uneven split across processes.
             preds, refs = self.accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
             predictions.append(preds.cpu())
@@ -364,6 +370,12 @@ class Trainer:
                 inputs["flipped_pixel_values"] = pixel_values.flip(-1)
         else:
             inputs = {key: batch[key] for key in ("pixel_values", "labels", "flipped_pixel_values") if key in batch}
+            if inputs["pixel_values"].dim() == 5:  # N crops per image, each a sample (the sources' Ncrop training)
+                crops = inputs["pixel_values"].shape[1]
+                for key in ("pixel_values", "flipped_pixel_values"):
+                    if key in inputs:
+                        inputs[key] = inputs[key].flatten(0, 1)
+                inputs["labels"] = torch.repeat_interleave(inputs["labels"], crops, dim=0)
         if self.config.channels_last:
             for key in ("pixel_values", "flipped_pixel_values"):
                 if key in inputs:
@@ -380,12 +392,18 @@ class Trainer:
         pixels = batch["images"].contiguous()  # the cache is NHWC: a permuted view would switch conv kernels
         return pixels.float().mul_(1.0 / 255.0).sub_(self.eval_mean).div_(self.eval_std)
 
+    def mixes(self) -> bool:
+        """Whether the loss is computed here (mixup, or the baseline's uniform label smoothing) rather than by the
+        model alone."""
+        config = self.config
+        return config.mixup_alpha > 0 or (config.method == "baseline" and config.label_smoothing > 0)
+
     def train_step(self, inputs: dict[str, torch.Tensor]) -> Any:
         """Forward, backward, clipping and (at accumulation boundaries) one optimizer and scheduler step on model
         inputs already on the device (``pixel_values``, ``labels``, optional ``flipped_pixel_values``)."""
         config, accelerator = self.config, self.accelerator
         with accelerator.accumulate(self.model):
-            outputs = self.model(**inputs)
+            outputs = mixed_forward(self, inputs) if self.mixes() else self.model(**inputs)
             accelerator.backward(outputs.loss)
             if accelerator.sync_gradients and config.clip_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
@@ -395,6 +413,9 @@ class Trainer:
             elif accelerator.sync_gradients:
                 self.scheduler.step()  # once per optimizer step, also when fp16's GradScaler skipped it
             self.optimizer.zero_grad(set_to_none=True)
+        if config.train_mode_forward:  # LetheSec's train-accuracy pass: BatchNorm statistics of the clean batch
+            with torch.no_grad():
+                self.model(pixel_values=inputs["pixel_values"])
         return outputs
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -520,6 +541,8 @@ class Trainer:
         state.history.append(row)
         self.accelerator.log({k.replace("val_", "val/"): v for k, v in row.items() if k.startswith("val_")},
                              step=state.global_step)
+        if config.scheduler == "plateau":  # torch's ReduceLROnPlateau.step(metric), once per epoch
+            self.scheduler.step_metric(val[config.plateau_metric])
         improved = val[config.select_metric] > state.best_metric
         if improved:
             state.best_metric, state.best_epoch = val[config.select_metric], epoch + 1
@@ -610,6 +633,9 @@ class Trainer:
                    "split_seed": config.split_seed}
         if config.source == "fer2013":
             dataset["fer2013_test"] = config.fer2013_test
+            if config.fer2013_val:
+                dataset["fer2013_val"] = config.fer2013_val
+                dataset["validation"] = f"Usage == {config.fer2013_val}"
         if config.epoch_size:
             dataset["epoch_size"] = config.epoch_size
         results = {
