@@ -119,6 +119,102 @@ OFFICIAL_SWIN = {
 }
 
 
+#: Both FER-2013 single-network sources, written from their code: LetheSec/Fer2013-Facial-Emotion-Recognition-Pytorch
+#: @ f1f6cfd (train.py, dataset.py, utils.py, models/resnet.py) and usef-kh/fer @ 3c5de07 (train.py, data/fer2013.py,
+#: utils/loops.py, utils/hparams.py, utils/setup_network.py, models/vgg.py). What they share:
+FER2013_SOURCES = {
+    "source": "fer2013",
+    "fer2013_val": "PrivateTest",         # xval, yval = prepare_data(fer2013[Usage == 'PrivateTest'])
+    "fer2013_test": "PublicTest",         # xtest, ytest = ... 'PublicTest'
+    "val_split": "none",                  # train = every Training row (np.vstack with val commented out)
+    "data_pipeline": "per-sample",
+    "head": "linear",                     # nn.Linear classifier
+    "head_init": "pytorch",
+    "dropout": 0.0,                       # no dropout in front of the classifier (the VGG's is inside its features)
+    "init": "random",                     # from scratch
+    "image_size": 40,                     # TenCrop(40) / FiveCrop(40)
+    "image_mean": [0.0, 0.0, 0.0],        # mu, st = 0, 255: Normalize(mean=(0,), std=(255,))
+    "crop": "ncrop",
+    "ncrop_resize": 48,                   # RandomResizedCrop(48, scale=(0.8, 1.2))
+    "crop_scale": [0.8, 1.2],
+    "crop_ratio": [3.0 / 4.0, 4.0 / 3.0], # torchvision's default ratio
+    "train_interpolation": "bilinear",    # torchvision's default
+    "auto_augment": "",
+    "translate": 0.2,                     # RandomApply([RandomAffine(0, translate=(0.2, 0.2))], p=0.5)
+    "translate_prob": 0.5,
+    "hflip": 0.5,                         # RandomHorizontalFlip()
+    "rotation": 10.0,                     # RandomApply([RandomRotation(10)], p=0.5)
+    "rotation_prob": 0.5,
+    "rotation_interpolation": "nearest",  # RandomRotation's default
+    "re_prob": 0.5,                       # RandomErasing() / RandomErasing(p=0.5) per crop
+    "re_scale": [0.02, 0.33],             # RandomErasing's default scale, ratio (0.3, 3.3), value 0
+    "re_mode": "torchvision",
+    "eval_crops": 10,                     # TenCrop(40); outputs summed over the crops / ncrops
+    "default_tta": "tencrop_source",      # the same ten crops for evaluation and inference of the saved model
+    "optimizer": "sgd",                   # torch.optim.SGD(params, lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    "nesterov": True,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "weight_decay_all": True,             # model.parameters()
+    "scheduler": "plateau",               # ReduceLROnPlateau(optimizer, mode='max', factor=0.75, patience=5)
+    "plateau_metric": "accuracy",         # scheduler.step(val_acc)
+    "plateau_mode": "max",
+    "plateau_factor": 0.75,
+    "plateau_patience": 5,
+    "plateau_threshold": 1e-4,            # torch's defaults from here
+    "plateau_threshold_mode": "rel",
+    "plateau_cooldown": 0,
+    "plateau_min_lr": 0.0,
+    "epochs": 300,
+    "drop_last": False,                   # DataLoader(train, batch_size=bs, shuffle=True)
+    "balanced_sampler": False,
+    "epoch_size": 0,
+    "clip_grad_norm": 0.0,                # no clipping
+    "mixed_precision": "fp16",            # autocast() + GradScaler()
+    "grad_scaler_growth_interval": 2000,
+    "ema_decay": 0.0,
+    "select_metric": "accuracy",          # best val_acc
+    "early_stopping_patience": 0,         # every epoch runs
+    "train_steps": 0,
+    "grad_accum": 1,
+}
+#: What differs between them.
+FER2013_SOURCE_RECIPES = {
+    "fer2013-resnet18-lethesec": {
+        "backbone": "lethesec_resnet18",  # get_model('ResNet18') = ResNet(BasicBlock, [2, 2, 2, 2]), 1-channel stem
+        "image_std": [255.0] * 3,         # Grayscale() -> 8-bit, ToTensor /255, then Normalize /255 again
+        "color_jitter": [0.5, 0.5, 0.5],  # RandomApply([ColorJitter(0.5, 0.5, 0.5)], p=0.5)
+        "color_jitter_prob": 0.5,
+        "train_crops": 5,                 # FiveCrop(40)
+        "method": "baseline",
+        "label_smoothing": 0.1,           # label_smooth True, label_smooth_value 0.1 (smooth_one_hot, KLDivLoss)
+        "mixup_alpha": 1.0,               # mixup True, mixup_alpha 1.0
+        "train_mode_forward": True,       # model(org_images) in train mode for the train accuracy
+        "lr": 0.1,
+        "batch_size": 128,
+        "seed": 0,                        # --seed 0
+    },
+    "fer2013-vgg-khaireddin": {
+        "backbone": "khaireddin_vgg",     # nets['vgg'] = vgg.Vgg() (drop 0.2 inside)
+        "image_std": [1.0] * 3,           # float (mode F) image: ToTensor keeps 0-255, Normalize /255
+        "color_jitter": [0.0, 0.0, 0.0],  # no ColorJitter
+        "train_crops": 10,                # TenCrop(40)
+        "method": "baseline",
+        "label_smoothing": 0.0,           # nn.CrossEntropyLoss()
+        "mixup_alpha": 0.0,
+        "train_mode_forward": False,
+        "lr": 0.01,                       # hps['lr'] = 0.01
+        "batch_size": 64,                 # hps['bs'] = 64
+        "seed": 0,                        # unseeded: fer-mek's default
+    },
+}
+#: The --method mek twins: the same, with MEK's loss.
+FER2013_MEK_TWINS = {
+    "fer2013-resnet18-lethesec-mek": ("fer2013-resnet18-lethesec", 0.1),  # RSL epsilon = the source's smoothing
+    "fer2013-vgg-khaireddin-mek": ("fer2013-vgg-khaireddin", 0.3),        # MEK's reference epsilon
+}
+
+
 def resolved(name: str, **overrides: str) -> dict:
     """The recipe resolved as training resolves it; the data root and an init file are the only things a machine
     without the data must supply (they name no setting of the training)."""
@@ -161,7 +257,38 @@ def test_the_swin_recipe_is_the_official_training():
 
 def test_every_recipe_with_a_target_is_checked_here():
     targets = {name for name in list_recipes() if name != "synthetic"}
-    assert targets == set(MEK_CV_RECIPES) | {"rafdb-swin-t"}
+    assert targets == set(MEK_CV_RECIPES) | {"rafdb-swin-t"} | set(FER2013_SOURCE_RECIPES) | set(FER2013_MEK_TWINS)
+
+
+@pytest.mark.parametrize("name", sorted(FER2013_SOURCE_RECIPES))
+def test_the_fer2013_source_recipes_are_their_train_py(name):
+    assert_matches(resolved(name), {**FER2013_SOURCES, **FER2013_SOURCE_RECIPES[name]}, name)
+
+
+@pytest.mark.parametrize("name", sorted(FER2013_MEK_TWINS))
+def test_the_mek_twins_differ_from_their_source_recipe_in_the_loss_only(name):
+    base, epsilon = FER2013_MEK_TWINS[name]
+    twin, source = resolved(name), resolved(base)
+    loss = {"method", "smoothing", "label_smoothing", "attention_weight", "balance_weight_rule", "single_pass",
+            "recipe", "output_dir"}
+    assert {k: v for k, v in twin.items() if k not in loss} == {k: v for k, v in source.items() if k not in loss}
+    assert (twin["method"], twin["smoothing"], twin["label_smoothing"]) == ("mek", epsilon, 0.0)
+    assert (twin["attention_weight"], twin["balance_weight_rule"], twin["single_pass"]) == (0.1, "official", False)
+
+
+@pytest.mark.parametrize("name", sorted(FER2013_SOURCE_RECIPES) + sorted(FER2013_MEK_TWINS))
+def test_the_fer2013_source_recipes_cite_their_lines(name):
+    from fer_mek.train import RECIPE_DIR
+
+    text = (RECIPE_DIR / f"{name}.yaml").read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert "Target" in header and "PrivateTest" in header
+    settings = [line for line in text.splitlines() if line and not line.startswith(("#", " "))]
+    if name in FER2013_SOURCE_RECIPES:
+        assert "Source:" in header and ("@ f1f6cfd" in header or "@ 3c5de07" in header)
+        uncited = [line for line in settings if "#" not in line]
+        # the few uncited lines continue the cited line above them (e.g. re_mode after re_scale's citation)
+        assert len(uncited) <= 0.1 * len(settings), uncited
 
 
 @pytest.mark.parametrize("name", sorted(MEK_CV_RECIPES) + ["rafdb-swin-t"])
