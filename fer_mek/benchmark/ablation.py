@@ -74,18 +74,20 @@ def measure_ablation(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]
 
 def _finished_run(output_dir: Path, options: list[str]) -> dict[str, Any] | None:
     """``--reuse-runs``: the results of ``output_dir`` when it holds a finished run (``results.json`` with test
-    figures) trained with exactly the options ``options`` resolve to (its ``train_config.yaml``); else ``None``.
-    The code that trained it is not compared: reuse runs only within one version of fer-mek."""
+    figures) trained with exactly the options ``options`` resolve to (its ``train_config.yaml``; an option that
+    file does not name is newer than the run, which then behaved as its default); else ``None``. The code that
+    trained it is not compared: reuse runs only within one version of fer-mek."""
     import json
 
     from ..runs import RESULTS, TRAIN_CONFIG, read_results, read_train_config
-    from ..train import parse_config
+    from ..train import TrainConfig, parse_config
     from ..train.checkpoint import saved_options
 
     if not (output_dir / RESULTS).is_file() or not (output_dir / TRAIN_CONFIG).is_file():
         return None
     wanted = json.loads(json.dumps(saved_options(parse_config(options))))
-    if json.loads(json.dumps(read_train_config(output_dir))) != wanted:
+    defaults = json.loads(json.dumps(saved_options(TrainConfig())))
+    if {**defaults, **json.loads(json.dumps(read_train_config(output_dir)))} != wanted:
         return None
     results = read_results(output_dir)
     return results if "test" in results else None
