@@ -83,9 +83,13 @@ def _file_kind(path: Path) -> str | None:
 
 
 def _normalize_state_dict(obj: Any, origin: Any = "state_dict") -> StateDict:
-    while isinstance(obj, Mapping) and not _is_tensor_mapping(obj):
+    # A wrapper is unwrapped even when tensors sit beside it (e.g. EfficientFace's {"state_dict": ..., "best_acc":
+    # tensor(88.36)}, main.py:81-83): a real state_dict never maps one of these names to a dict.
+    while isinstance(obj, Mapping):
         nested = [key for key in _NESTING_KEYS if isinstance(obj.get(key), Mapping)]
         if not nested:
+            if _is_tensor_mapping(obj):
+                break
             keys = sorted(map(str, obj))[:10]
             raise ValueError(
                 f"{origin} holds no state_dict: top-level keys {keys} are neither tensors nor one of {_NESTING_KEYS}"

@@ -176,6 +176,7 @@ class MEKConfig(PreTrainedConfig):
         """Check the MEK arguments; raises `ValueError` saying what to change."""
         import timm  # imported here so that reading a config does not import timm's model zoo eagerly
 
+        from .efficientface import efficientface  # noqa: F401  (registers EfficientFace)
         from .fer_backbones import lethesec_resnet18  # noqa: F401  (registers the FER-2013 reference backbones)
 
         if not isinstance(self.backbone, str) or not timm.is_model(self.backbone):

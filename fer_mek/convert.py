@@ -12,11 +12,18 @@
   their config records the settings they were trained with, their processor the source's serving settings
   (:data:`PUBLISHED_CHECKPOINTS`, in :mod:`fer_mek.published`). :func:`from_published` fetches one from the Hub
   (``ToiTenBao/fer-mek-checkpoints``) and converts it in one call, with ``conversion.json`` beside the weights.
+* EfficientFace (zengqunzhao/EfficientFace, AAAI 2021; the ``efficientface`` backbone, :mod:`fer_mek.efficientface`):
+  its MS-Celeb-1M ``Pretrained_EfficientFace.tar`` is backbone weights (``--init``: the ``state_dict`` wrapper and
+  ``module.`` prefixes removed, the 12666-class ``fc`` dropped); a trained 7-class EfficientFace becomes a complete
+  model (:func:`convert_efficientface_checkpoint`), and so does its label distribution generator
+  ``Pretrained_LDG.tar``, a torchvision ResNet-50 with a 7-class ``fc`` (:func:`convert_ldg_checkpoint`), to be used as
+  a ``--teacher``: ``"linear"`` head = the source's ``fc``, EfficientFace's label order and RAF-DB normalisation
+  (those two in :mod:`fer_mek.convert_efficientface`).
 
 Files are read with ``torch.load(weights_only=True)`` (or safetensors; :mod:`fer_mek.checkpoint_io`): no pickled code
 is ever executed.
 
-Command line: :func:`main` (``scripts/convert_checkpoint.py``, ``fer-mek convert``) writes either kind as a fer-mek
+Command line: :func:`main` (``scripts/convert_checkpoint.py``, ``fer-mek convert``) writes any of these as a fer-mek
 model folder (safetensors + config + preprocessor + remote code), from a local file or a Hub file
 (``REPO_ID/FILENAME[@REVISION]``), or with ``--all`` every checkpoint of a Hub repository. Its parser is
 :func:`fer_mek_cli.convert.build_parser` (light, so ``--help`` answers before torch loads).
@@ -52,6 +59,15 @@ from .checkpoint_io import (
     read_checkpoint,
 )
 from .configuration_mek import MEKConfig
+from .convert_efficientface import (
+    EFFICIENTFACE_RAFDB_MEAN,
+    EFFICIENTFACE_RAFDB_STD,
+    MSCELEB_CLASSES,
+    convert_efficientface_checkpoint,
+    convert_ldg_checkpoint,
+    infer_resnet_name,
+    is_efficientface_checkpoint,
+)
 from .image_processing_mek import MEKImageProcessor
 from .io import WriteError, atomic_directory, check_writable, writing
 from .labels import get_label_set
@@ -77,15 +93,6 @@ from .published import (
 
 # torchvision ResNet children: conv1, bn1, relu, maxpool, layer1..layer4 (avgpool and fc are cut by [:-2]).
 _MEK_ENCODER_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
-
-# Blocks per ResNet stage -> timm name, for basic-block (18/34) and bottleneck (50/101/152) ResNets.
-_RESNET_DEPTHS = {
-    (False, (2, 2, 2, 2)): "resnet18",
-    (False, (3, 4, 6, 3)): "resnet34",
-    (True, (3, 4, 6, 3)): "resnet50",
-    (True, (3, 4, 23, 3)): "resnet101",
-    (True, (3, 8, 36, 3)): "resnet152",
-}
 
 
 # ------------------------------------------------------------------------------------- official MEK Swin-T (start_0.pt)
@@ -271,26 +278,6 @@ def load_backbone_weights(
     return report
 
 
-def infer_resnet_name(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> str:
-    """The timm ResNet name whose layout matches a torchvision-style ResNet state_dict (``layer1.0.conv1...``)."""
-    bottleneck = f"{prefix}layer1.0.conv3.weight" in state_dict
-    depths = []
-    for stage in range(1, 5):
-        blocks = {
-            int(match.group(1))
-            for key in state_dict
-            if (match := re.match(rf"{re.escape(prefix)}layer{stage}\.(\d+)\.", key))
-        }
-        depths.append(len(blocks))
-    name = _RESNET_DEPTHS.get((bottleneck, tuple(depths)))
-    if name is None:
-        raise ValueError(
-            f"cannot tell which ResNet this is (bottleneck={bottleneck}, blocks per stage {depths}); pass the timm "
-            "backbone name explicitly (e.g. --backbone resnet18)"
-        )
-    return name
-
-
 # ------------------------------------------------------------------------------------ the published MEK checkpoints
 def convert_mek_resnet_checkpoint(
     source: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -457,16 +444,22 @@ def from_published(
 
 
 __all__ = [
+    "EFFICIENTFACE_RAFDB_MEAN",
+    "EFFICIENTFACE_RAFDB_STD",
     "MEKCV_FER2013_TRAIN_COUNTS",
     "MEKCV_RAFDB_TRAIN_COUNTS",
     "MEK_SWIN_BACKBONE",
     "MEK_SWIN_BACKBONE_KWARGS",
+    "MSCELEB_CLASSES",
     "PUBLISHED_CHECKPOINTS",
+    "convert_efficientface_checkpoint",
+    "convert_ldg_checkpoint",
     "convert_mek_resnet_checkpoint",
     "fit_problems",
     "from_published",
     "infer_label_set",
     "infer_resnet_name",
+    "is_efficientface_checkpoint",
     "is_mek_swin_checkpoint",
     "load_backbone_state_dict",
     "load_backbone_weights",
@@ -538,14 +531,45 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
+def _detect_kind(state: Mapping[str, torch.Tensor], path: Path) -> str:
+    """``--kind auto``: ``efficientface`` for an EfficientFace network with an expression ``fc`` (``backbone`` for the
+    MS-Celeb-1M one), ``ldg`` for a ResNet classifier whose file name says LDG (``Pretrained_LDG.tar``), ``mek-resnet``
+    for keys under ``encoder.``, else ``backbone``."""
+    if is_efficientface_checkpoint(state):
+        fc = state.get("fc.weight")
+        return "efficientface" if fc is not None and fc.shape[0] != MSCELEB_CLASSES else "backbone"
+    if "ldg" in path.name.lower() and "fc.weight" in state and "layer1.0.conv1.weight" in state:
+        return "ldg"
+    return "mek-resnet" if any(key.startswith("encoder.") for key in state) else "backbone"
+
+
 def _convert_one(args: argparse.Namespace, path: Path, output: Path, source: dict[str, Any] | None, shown: str) -> None:
     kind = args.kind
     raw = read_checkpoint(path)
     if kind == "auto":
-        keys = _normalize_state_dict(raw, shown)
-        kind = "mek-resnet" if any(key.startswith("encoder.") for key in keys) else "backbone"
+        kind = _detect_kind(_normalize_state_dict(raw, shown), path)
     notes = []
-    if kind == "mek-resnet":
+    if kind in ("efficientface", "ldg"):
+        if args.head != "linear":
+            raise ValueError(f"--kind {kind} keeps the checkpoint's fc as a linear head: leave out --head {args.head}")
+        given = get_label_set(args.labels) if args.labels else None
+        if kind == "efficientface":
+            if args.backbone and args.backbone.split(".")[0] != "efficientface":
+                raise ValueError(f"--kind efficientface is the efficientface backbone, not {args.backbone!r}: leave "
+                                 "out --backbone")
+            model = convert_efficientface_checkpoint(path, given, args.image_size or 224)
+        else:
+            model = convert_ldg_checkpoint(path, given, args.image_size or 224, backbone=args.backbone)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        notes.append(
+            f"head: the checkpoint's fc ({model.config.num_labels} classes"
+            + ("" if given else ", in EfficientFace's RAF-DB folder order, README.md:30") + "); input "
+            f"{model.config.image_size} px normalised with EfficientFace's RAF-DB mean {list(EFFICIENTFACE_RAFDB_MEAN)} "
+            f"and std {list(EFFICIENTFACE_RAFDB_STD)} (main.py:96-97)"
+        )
+        if kind == "ldg":
+            notes.append(f"usable as a teacher: fer-mek train --method ldt --teacher {output}")
+    elif kind == "mek-resnet":
         labels = get_label_set(args.labels or infer_label_set(path))
         model = _convert_mek_file(path, labels, args.image_size or 224, args.backbone, source)
         config = model.config
@@ -576,8 +600,11 @@ def _convert_one(args: argparse.Namespace, path: Path, output: Path, source: dic
         if is_mek_swin_checkpoint(raw) and not backbone:
             backbone, backbone_kwargs = MEK_SWIN_BACKBONE, {**MEK_SWIN_BACKBONE_KWARGS, **backbone_kwargs}
             extra = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # the official model's input
+        if is_efficientface_checkpoint(raw) and not backbone:
+            backbone = "efficientface"
         if not backbone:
-            raise ValueError("--kind backbone needs --backbone (a timm model name, e.g. resnet18)")
+            raise ValueError("--kind backbone needs --backbone (a timm model name, e.g. resnet18); a ResNet classifier "
+                             "whose fc should stay the head (EfficientFace's LDG teacher) is --kind ldg")
         config = MEKConfig(
             backbone=backbone, backbone_kwargs=backbone_kwargs, head=args.head,
             image_size=args.image_size or backbone_kwargs.get("img_size", 224), id2label=dict(enumerate(labels)), **extra,

@@ -20,16 +20,24 @@ FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "
 #: The published MEK FER-2013 checkpoints use this order.
 FER2013_FOLDER_LABELS: tuple[str, ...] = tuple(sorted(FER2013_LABELS))
 
+#: EfficientFace (zengqunzhao/EfficientFace, Zhao et al., AAAI 2021): its RAF-DB image folders ``0``..``6``, read by
+#: ``torchvision.datasets.ImageFolder`` (main.py:99-108) in that order; ``README.md:30``: "0: Neutral; 1: Happiness;
+#: 2: Sadness; 3: Surprise; 4: Fear; 5: Disgust; 6: Anger". The order of its released 7-class models and of its LDG
+#: teacher (``Pretrained_LDG.tar``).
+EFFICIENTFACE_LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry")
+
 #: The class names a given label set is known by, for command-line options such as ``--labels rafdb``.
 LABEL_SETS: dict[str, tuple[str, ...]] = {
     "rafdb": RAFDB_LABELS,
     "fer2013": FER2013_LABELS,
     "fer2013-folders": FER2013_FOLDER_LABELS,
+    "efficientface": EFFICIENTFACE_LABELS,
 }
 
 
 def get_label_set(name: str) -> tuple[str, ...]:
-    """Return the class names of a known label set (``rafdb``, ``fer2013``, ``fer2013-folders``)."""
+    """Return the class names of a known label set (``rafdb``, ``fer2013``, ``fer2013-folders``,
+    ``efficientface``)."""
     try:
         return LABEL_SETS[name]
     except KeyError:

@@ -26,6 +26,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import ModelOutput
 
 from .configuration_mek import MEKConfig
+from .efficientface import efficientface  # noqa: F401  (registers it with timm)
 from .fer_backbones import khaireddin_vgg, lethesec_resnet18  # noqa: F401  (registers them with timm)
 from .losses import MEKLoss
 

@@ -18,9 +18,9 @@ __all__ = ["DESCRIPTION", "KINDS", "LABEL_SET_NAMES", "PUBLISHED_REPO", "build_p
 #: The Hub repository of the published MEK ResNet checkpoints (MEK-CV ``README.md:10``); ``--all``'s default.
 PUBLISHED_REPO = "ToiTenBao/fer-mek-checkpoints"
 #: ``--labels`` choices: the names of the known label sets (mirror of ``sorted(fer_mek.labels.LABEL_SETS)``).
-LABEL_SET_NAMES: tuple[str, ...] = ("fer2013", "fer2013-folders", "rafdb")
+LABEL_SET_NAMES: tuple[str, ...] = ("efficientface", "fer2013", "fer2013-folders", "rafdb")
 #: ``--kind`` choices: what the checkpoint is (``auto``: told by its keys).
-KINDS: tuple[str, ...] = ("auto", "mek-resnet", "backbone")
+KINDS: tuple[str, ...] = ("auto", "mek-resnet", "backbone", "efficientface", "ldg")
 
 #: The command line's description (``--help``).
 DESCRIPTION = """Convert an existing checkpoint into a fer-mek model folder (safetensors + config + preprocessor + remote code).
@@ -38,6 +38,10 @@ Examples:
     python scripts/convert_checkpoint.py --kind backbone --checkpoint resnet18_msceleb.pth --backbone resnet18 --output out
     # the official MEK Swin-T start_0.pt (Swin-T at 112 px, patch 2, is then the default backbone)
     python scripts/convert_checkpoint.py --kind backbone --checkpoint start_0.pt --output out
+    # EfficientFace (zengqunzhao/EfficientFace): a trained 7-class model, and its LDG teacher (a ResNet-50) for
+    # fer-mek train --method ldt --teacher ldg-rafdb; EfficientFace's class order and RAF-DB normalisation
+    python scripts/convert_checkpoint.py --checkpoint EfficientFace_RAF-DB.pth.tar --output efficientface-rafdb
+    python scripts/convert_checkpoint.py --kind ldg --checkpoint Pretrained_LDG.tar --output ldg-rafdb
 """
 
 
@@ -60,18 +64,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--kind",
         choices=KINDS,
         default="auto",
-        help="mek-resnet: a published MEK ResNet checkpoint; backbone: a timm/torchvision backbone state_dict or the "
-        "official MEK Swin start_0.pt (classifier dropped, new head); auto: mek-resnet if the keys start with "
-        "'encoder.' (default)",
+        help="mek-resnet: a published MEK ResNet checkpoint; backbone: a timm/torchvision backbone state_dict, the "
+        "official MEK Swin start_0.pt or EfficientFace's Pretrained_EfficientFace.tar (classifier dropped, new head); "
+        "efficientface: a trained EfficientFace classifier (its fc kept as the linear head); ldg: a torchvision ResNet "
+        "classifier, its fc kept (EfficientFace's LDG teacher Pretrained_LDG.tar); auto (default): efficientface for "
+        "an EfficientFace with an expression fc, ldg for a ResNet classifier whose file name says 'ldg', mek-resnet "
+        "if the keys start with 'encoder.', else backbone",
     )
     parser.add_argument(
         "--labels",
         choices=LABEL_SET_NAMES,
         default=None,
         help="class names and order of the checkpoint's outputs. MEK ResNet checkpoints: told by a file name with "
-        "'rafdb' or 'fer2013' in it, else required; --kind backbone: the new head's classes (default: rafdb)",
+        "'rafdb' or 'fer2013' in it, else required; --kind efficientface / ldg: default efficientface (EfficientFace's "
+        "RAF-DB folder order) for 7 classes; --kind backbone: the new head's classes (default: rafdb)",
     )
-    parser.add_argument("--backbone", default=None, help="timm model name (inferred for MEK ResNet checkpoints)")
+    parser.add_argument("--backbone", default=None, help="timm model name (inferred for MEK ResNet, EfficientFace and "
+                        "LDG checkpoints)")
     parser.add_argument(
         "--backbone-kwargs", type=json.loads, default=None, metavar="JSON",
         help='extra timm.create_model arguments of a --kind backbone model, e.g. \'{"img_size": 112, "patch_size": 2}\'',
