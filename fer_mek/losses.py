@@ -2,7 +2,8 @@
 
 Zhang et al., "Leave No Stone Unturned: Mine Extra Knowledge for Imbalanced Facial Expression Recognition",
 NeurIPS 2023. The formulas follow the official training code; ``tests/test_losses.py`` checks them against reference
-values computed with it.
+values computed with it. Also the label-distribution loss of EfficientFace (Zhao et al., AAAI'21), which trains a
+student on a frozen teacher's class distributions (:func:`label_distribution_loss`).
 
 This module only imports torch: it is copied flat next to the model code for ``trust_remote_code=True`` loading.
 """
@@ -18,10 +19,12 @@ from torch import nn
 
 __all__ = [
     "BALANCE_WEIGHT_RULES",
+    "DISTILL_REDUCTIONS",
     "MEKLoss",
     "attention_consistency_loss",
     "balance_weight_values",
     "balance_weights",
+    "label_distribution_loss",
     "rebalanced_smooth_label_loss",
     "rebalanced_smooth_targets",
 ]
@@ -193,6 +196,56 @@ def attention_consistency_loss(
     if reduction == "mean":
         return per_sample.mean()
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+#: The reductions of :func:`label_distribution_loss`.
+DISTILL_REDUCTIONS = ("batchmean", "elementwise")
+
+
+def label_distribution_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+) -> torch.Tensor:
+    """Cross-entropy between a teacher's class distribution and the student's: EfficientFace's label-distribution
+    training (Zhao et al., AAAI'21).
+
+    EfficientFace ``main.py:181-189`` computes ``output_prob = softmax(student(images))`` and, without gradient,
+    ``soft_label_prob = softmax(teacher(images))``, and its loss ``cross_entropy`` (``main.py:247-248``) is
+    ``torch.mean(-true_label * torch.log(predict_label))`` with ``true_label`` the teacher's probabilities: a mean
+    over batch *and* classes. Here ``log(softmax(s))`` is computed as ``log_softmax(s)`` (the same value, without the
+    ``log(0) = -inf`` of a saturated softmax), in float32 whatever the autocast.
+
+    Args:
+        student_logits: The student's logits ``[B, K]`` (gradients flow through them).
+        teacher_logits: The teacher's logits ``[B, K]``, in the student's class order (no gradient flows into them:
+            they are detached).
+        temperature: ``T > 0``: ``softmax(teacher / T)`` against ``log_softmax(student / T)``; when ``T != 1`` the loss
+            is multiplied by ``T**2`` (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015: the
+            gradients keep their scale as ``T`` changes). ``T = 1`` is EfficientFace's.
+        reduction: ``"batchmean"``: ``sum_k -p_t log p_s`` per sample, averaged over the batch (a cross-entropy, on
+            the scale of the hard-label loss); ``"elementwise"``: ``torch.mean`` over batch x classes of
+            ``-p_t log p_s``, EfficientFace's formula (``main.py:248``), i.e. the batchmean value divided by ``K``.
+
+    Returns:
+        A scalar float32 tensor.
+    """
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits and teacher_logits must both be [B, K] of the same shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if reduction not in DISTILL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {DISTILL_REDUCTIONS}, got {reduction!r}")
+    student, teacher = student_logits.float(), teacher_logits.detach().float()
+    if temperature != 1.0:
+        student, teacher = student / temperature, teacher / temperature
+    elementwise = -F.softmax(teacher, dim=-1) * F.log_softmax(student, dim=-1)
+    loss = torch.mean(elementwise) if reduction == "elementwise" else elementwise.sum(dim=-1).mean()
+    if temperature != 1.0:
+        loss = loss * (temperature * temperature)
+    return loss
 
 
 class MEKLoss(nn.Module):

@@ -360,6 +360,37 @@ def _init_text(init: Mapping[str, Any] | None) -> str:
     return f"the local state_dict `{name}`{extra}, not on the Hub"
 
 
+def _teacher_text(results: Mapping[str, Any]) -> str:
+    """``--method ldt``: the teacher (with its revision / commit and weights digest) as a noun phrase."""
+    teacher = results.get("teacher") or {}
+    source = str(teacher.get("model") or (results.get("config") or {}).get("teacher") or "an unrecorded teacher")
+    hub = _hub_id(source)
+    name = (f"the teacher [`{source}`](https://huggingface.co/{source})" if hub
+            else f"the teacher `{'/'.join(Path(source).parts[-2:])}`")
+    details = [None if hub else "a local folder, not on the Hub",
+               f"revision `{teacher['revision']}`" if teacher.get("revision") else None,
+               f"commit `{teacher['commit']}`" if teacher.get("commit") else None,
+               f"weights `{teacher['digest']}`" if teacher.get("digest") else None]
+    details = [d for d in details if d]
+    return name + (f" ({'; '.join(details)})" if details else "")
+
+
+def _distill_text(results: Mapping[str, Any], c: Mapping[str, Any]) -> str:
+    """``--method ldt``: the loss as a formula of its weights."""
+    teacher = results.get("teacher") or {}
+    alpha = float(teacher.get("weight", c.get("distill_weight", 1.0)))
+    temperature = teacher.get("temperature", c.get("distill_temperature", 1.0))
+    reduction = teacher.get("reduction", c.get("distill_reduction", "batchmean"))
+    terms = [f"{_num(alpha)} × cross-entropy to the teacher's softmax (T = {_num(temperature)}, "
+             f"{'mean over batch × classes, as EfficientFace' if reduction == 'elementwise' else 'batch mean'})"]
+    if alpha < 1:
+        terms.append(f"{_num(1 - alpha)} × re-balanced smooth labels (ε = {_num(c.get('smoothing'))})")
+    if teacher.get("attention", c.get("distill_attention")):
+        terms.append(f"{_num(c.get('attention_weight'))} × attention consistency")
+    mapping = teacher.get("label_map")
+    return " + ".join(terms) + (f"; teacher classes mapped {mapping}" if mapping else "")
+
+
 def _normalisation(config: Mapping[str, Any]) -> str:
     from .configuration_mek import IMAGENET_MEAN, IMAGENET_STD
 
@@ -395,6 +426,8 @@ def _summary(run: Run, facts: DatasetFacts, card_license: str) -> str:
     if method == "mek":
         method_text = (f"MEK, with re-balanced smooth labels (ε = {_num(config.get('smoothing'))}) and re-balanced "
                        f"attention consistency (λ = {_num(config.get('attention_weight'))})")
+    elif method == "ldt":
+        method_text = f"label-distribution training (EfficientFace's distillation) from {_teacher_text(results)}"
     else:
         method_text = "baseline: plain cross-entropy, without MEK's two terms"
     init = results.get("init")
@@ -550,12 +583,14 @@ def _training(run: Run, has_curves: bool) -> str:
     processes = int(env.get("num_processes", 1))
     lr = c.get("lr")
     schedules = {"cosine": f"cosine, with {_warmup_text(c)}", "timm-cosine": f"timm's cosine, with {_warmup_text(c)}",
-                 "exponential": f"exponential, × {_num(c.get('gamma'))} per epoch", "constant": "constant"}
+                 "exponential": f"exponential, × {_num(c.get('gamma'))} per epoch", "constant": "constant",
+                 "step": f"step, × {_num(c.get('gamma'))} every {c.get('step_size')} epochs"}
     augmentation = [
         _geometry_text(c),
         f"RandAugment `{c['auto_augment']}`" if c.get("auto_augment") else _jitter_text(c),
         f"random erasing (p = {_num(c.get('re_prob'))})" if c.get("re_prob") else None,
-        "each image paired with its mirror image (attention consistency)" if method == "mek" else None,
+        "each image paired with its mirror image (attention consistency)"
+        if method == "mek" or (method == "ldt" and c.get("distill_attention")) else None,
         "class-balanced sampling" if c.get("balanced_sampler") else None,
     ]
     hours = f", {float(results['train_seconds']) / 60:.1f} min" if results.get("train_seconds") else ""
@@ -563,7 +598,9 @@ def _training(run: Run, has_curves: bool) -> str:
         ("recipe", f"`{recipe}` (`--recipe {recipe}`: `fer_mek/train/recipes/{recipe}.yaml` in fer-mek)"
          if recipe else "—"),
         ("method", "MEK (re-balanced smooth labels + attention consistency)" if method == "mek"
+         else f"label-distribution training: {_distill_text(results, c)}" if method == "ldt"
          else "baseline (cross-entropy)"),
+        *([("teacher", _teacher_text(results))] if method == "ldt" else []),
         ("ε (label smoothing) / λ (attention weight)",
          f"{_num(c.get('smoothing'))} / {_num(c.get('attention_weight'))}" if method == "mek" else "—"),
         ("backbone", f"`{c.get('backbone')}`, {c.get('head')} head, dropout {_num(c.get('dropout'))}, "

@@ -105,13 +105,21 @@ class TrainConfig:
     image_std: list[float] | None = field(default=None, metadata={"help": "normalisation standard deviation, 3 values (default: ImageNet's)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
     drop_path: float = field(default=0.0, metadata={"help": "stochastic depth rate of the backbone (timm drop_path_rate)"})
-    method: str = field(default="mek", metadata={"help": "mek (RSL + attention consistency on the flipped pair) or baseline (plain cross-entropy)"})
+    method: str = field(default="mek", metadata={"help": "mek (RSL + attention consistency on the flipped pair), baseline (plain cross-entropy) or ldt (label-distribution training, EfficientFace: the cross-entropy between a frozen --teacher's class distribution and the student's, optionally mixed with RSL by --distill-weight and with the attention term by --distill-attention)"})
     smoothing: float = field(default=0.3, metadata={"help": "MEK re-balanced label smoothing epsilon"})
     attention_weight: float = field(default=0.1, metadata={"help": "MEK attention consistency weight lambda"})
     balance_weight_rule: str = field(default="official", metadata={"help": "MEK balance weights from the train class counts: official (w_c = N / (10 n_c)) or mean1 (inverse frequency normalised to mean 1, MEK-CV)"})
     single_pass: bool = field(default=True, metadata={"help": "MEK: one forward pass over [x; flip(x)] instead of the reference's two (BatchNorm statistics then span both halves; measured faster at 64-112 px and slower at 224 px on a 2-core CPU: see BENCHMARKS.md)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "baseline: uniform label smoothing as the FER-2013 sources' smooth_one_hot (true class 1 - s, every other class s / (K - 1); loss KL(targets || softmax), mean over the batch: cross-entropy with soft targets, same gradient); 0: plain cross-entropy. MEK has its own, re-balanced smoothing (--smoothing)"})
     mixup_alpha: float = field(default=0.0, metadata={"help": "mixup (Zhang et al.): lambda ~ Beta(alpha, alpha), images mixed with a random permutation of the batch, loss lambda * L(y) + (1 - lambda) * L(y[perm]) (baseline: with --label-smoothing; MEK: on the RSL term, the attention term on the mixed image and its flip as usual); 0: off. Drawn from (seed, epoch, step, process), so resumed runs equal straight ones (LetheSec: 1.0)"})
+    # Label-distribution training (--method ldt)
+    teacher: str = field(default="", metadata={"help": "ldt: the frozen teacher: a fer-mek model folder (e.g. runs/NAME/best), a transformers image-classification folder, or a Hub id; it runs in eval mode, without gradient, with its own image size and normalisation on the same augmented image the student sees"})
+    teacher_revision: str = field(default="", metadata={"help": "ldt: Hub revision (branch, tag or commit) of a Hub --teacher ('': the default branch); recorded with the resolved commit"})
+    teacher_label_map: str = field(default="", metadata={"help": "ldt: how the teacher's classes map to the student's: '' (the teacher's class names and their order must equal the student's, else an error lists both), by-name (reorder the teacher's classes by name; every student class must be among them) or explicit pairs 'teacher_name=student_name,...' covering every student class"})
+    distill_temperature: float = field(default=1.0, metadata={"help": "ldt: temperature T > 0: softmax(teacher / T) against log_softmax(student / T), the loss x T^2 when T != 1 (Hinton); 1: EfficientFace"})
+    distill_weight: float = field(default=1.0, metadata={"help": "ldt: alpha in [0, 1]: loss = alpha x distillation + (1 - alpha) x RSL (the re-balanced smooth hard label, --smoothing; 0 for plain cross-entropy) [+ lambda x RAC with --distill-attention]; 1: the teacher's distribution only (EfficientFace)"})
+    distill_reduction: str = field(default="batchmean", metadata={"help": "ldt: batchmean (per-sample cross-entropy averaged over the batch, on the hard-label loss's scale) or elementwise (torch.mean over batch x classes of -p_teacher x log p_student: EfficientFace main.py:248, 1/K of batchmean)"})
+    distill_attention: bool = field(default=False, metadata={"help": "ldt: add MEK's re-balanced attention consistency on the image and its flip, weighted by --attention-weight (lambda)"})
     # Optimisation
     epochs: int = field(default=40, metadata={"help": "number of epochs (unused when --train-steps > 0)"})
     batch_size: int = field(default=64, metadata={"help": "batch size per process"})
@@ -122,13 +130,14 @@ class TrainConfig:
     lr: float | None = field(default=None, metadata={"help": "learning rate; default: 5e-4 x total batch / 512 (official MEK rule)"})
     weight_decay: float = field(default=0.05, metadata={"help": "weight decay (adam: L2 added to the gradient; adamw: decoupled)"})
     weight_decay_all: bool = field(default=False, metadata={"help": "decay every parameter (both MEK sources) instead of excluding biases and norms"})
-    scheduler: str = field(default="cosine", metadata={"help": "cosine (transformers' cosine with linear warm-up), timm-cosine (timm's CosineLRScheduler stepped as the official MEK loop: step_update(global_step) after each optimizer step), exponential (x gamma after every epoch), plateau (torch ReduceLROnPlateau stepped once per epoch on the validation --plateau-metric, as both FER-2013 sources) or constant"})
-    schedule_unit: str = field(default="step", metadata={"help": "cosine and timm-cosine: change the learning rate after every optimizer step or only at epoch ends (exponential is always per epoch)"})
+    scheduler: str = field(default="cosine", metadata={"help": "cosine (transformers' cosine with linear warm-up), timm-cosine (timm's CosineLRScheduler stepped as the official MEK loop: step_update(global_step) after each optimizer step), exponential (x gamma after every epoch), step (torch StepLR: x gamma every --step-size epochs, EfficientFace), plateau (torch ReduceLROnPlateau stepped once per epoch on the validation --plateau-metric, as both FER-2013 sources) or constant"})
+    schedule_unit: str = field(default="step", metadata={"help": "cosine and timm-cosine: change the learning rate after every optimizer step or only at epoch ends (exponential and step are always per epoch)"})
     warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up length in epochs (cosine, timm-cosine)"})
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up length in optimizer steps; > 0 overrides --warmup-epochs"})
     warmup_lr: float = field(default=0.0, metadata={"help": "learning rate the warm-up starts from"})
     min_lr: float = field(default=0.0, metadata={"help": "floor of the cosine schedules"})
-    gamma: float = field(default=0.9, metadata={"help": "per-epoch decay of the exponential scheduler"})
+    gamma: float = field(default=0.9, metadata={"help": "decay of the exponential scheduler (per epoch) and of the step scheduler (per --step-size epochs; torch StepLR's default 0.1, EfficientFace's --factor)"})
+    step_size: int = field(default=30, metadata={"help": "step scheduler: epochs between two decays by --gamma (torch StepLR step_size; EfficientFace's --af 30); epoch e runs at lr x gamma^(e // step_size)"})
     plateau_metric: str = field(default="accuracy", metadata={"help": "plateau: the validation metric the scheduler watches (the FER-2013 sources: accuracy)"})
     plateau_mode: str = field(default="max", metadata={"help": "plateau: max (the metric should rise, as every --plateau-metric does) or min; ReduceLROnPlateau mode"})
     plateau_factor: float = field(default=0.1, metadata={"help": "plateau: learning rate x factor on a plateau (torch's default 0.1; the FER-2013 sources 0.75)"})
@@ -206,10 +215,11 @@ CHOICES = {
     "data_pipeline": ("cached", "per-sample"),
     "head": ("linear", "conv_bn"),
     "head_init": ("pytorch", "normal"),
-    "method": ("mek", "baseline"),
+    "method": ("mek", "baseline", "ldt"),
+    "distill_reduction": ("batchmean", "elementwise"),
     "balance_weight_rule": ("official", "mean1"),
     "optimizer": ("adamw", "adam", "sgd"),
-    "scheduler": ("cosine", "timm-cosine", "exponential", "plateau", "constant"),
+    "scheduler": ("cosine", "timm-cosine", "exponential", "step", "plateau", "constant"),
     "plateau_metric": ("accuracy", "mean_class_accuracy", "macro_f1"),
     "plateau_mode": ("max", "min"),
     "plateau_threshold_mode": ("rel", "abs"),

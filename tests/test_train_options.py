@@ -381,3 +381,78 @@ def test_auto_precision_reaches_the_accelerator_and_the_card(monkeypatch):
     env = {"mixed_precision": "bf16", "mixed_precision_reason": "auto: this CPU has bf16 instructions (x)"}
     assert _precision_text({"mixed_precision": "auto"}, env) == "bf16 (auto: this CPU has bf16 instructions (x))"
     assert _precision_text({"mixed_precision": "no"}, {"mixed_precision": "no"}) == "no"
+
+
+# ----------------------------------------------------------------------------------------------- step schedule
+def test_step_schedule_is_efficientfaces_adjust_learning_rate_and_torchs_step_lr():
+    """``--scheduler step``: epoch e runs at ``lr * gamma ** (e // step_size)``, exactly EfficientFace's
+    ``adjust_learning_rate`` (main.py:296-300, called at every epoch start, main.py:127), and torch's ``StepLR`` stepped
+    once per epoch (which multiplies the previous rate, so it agrees to rounding)."""
+    config = train.parse_config(["--scheduler", "step", "--step-size", "3", "--gamma", "0.1", "--epochs", "10",
+                                 "--optimizer", "sgd", "--no-nesterov", "--lr", "0.1"])
+    steps_per_epoch = 4
+    ours = schedule_lrs(config, 10 * steps_per_epoch, steps_per_epoch, base_lr=0.1)
+    efficientface = [0.1 * (0.1 ** (epoch // 3)) for epoch in range(10) for _ in range(steps_per_epoch)]
+    assert ours == efficientface  # the same float expression: ==
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    step_lr = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
+    torchs = []
+    for _ in range(10):
+        torchs += [optimizer.param_groups[0]["lr"]] * steps_per_epoch
+        optimizer.step()
+        step_lr.step()
+    assert ours == pytest.approx(torchs, rel=1e-12)
+    assert sorted(set(ours), reverse=True) == pytest.approx([0.1, 0.01, 1e-3, 1e-4], rel=1e-12)
+
+
+def test_step_schedule_of_the_efficientface_recipe_and_its_resume():
+    """The source's 100 epochs of 96 steps (main.py:28, 30, 31-33; log/RAF-DB.txt: [0/96]): 0.1 for epochs 0-29,
+    0.01 for 30-59, 1e-3 for 60-89, 1e-4 for 90-99. The state is JSON (checkpointed with the run) and a scheduler
+    restored from it continues the same rates."""
+    config = train.parse_config(["--scheduler", "step", "--step-size", "30", "--gamma", "0.1", "--epochs", "100"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = train.build_scheduler(config, optimizer, 96, num_epochs=100)
+    assert isinstance(scheduler, StepSchedule) and scheduler.step_size == 30
+    for epoch, expected in ((0, 0.1), (29, 0.1), (30, 0.1 * 0.1), (59, 0.1 * 0.1), (60, 0.1 * 0.1 ** 2),
+                            (90, 0.1 * 0.1 ** 3), (99, 0.1 * 0.1 ** 3)):
+        assert scheduler.lr_at(0.1, epoch * 96) == expected, epoch
+        assert scheduler.lr_at(0.1, epoch * 96 + 95) == expected, epoch  # constant within the epoch
+    for _ in range(30 * 96 - 1):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.1  # the last step of epoch 29
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    fresh_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    restored = train.build_scheduler(config, fresh_optimizer, 96, num_epochs=100)
+    restored.load_state_dict(state)
+    for current in (scheduler, restored):
+        current.optimizer.step()
+        current.step()
+    assert optimizer.param_groups[0]["lr"] == fresh_optimizer.param_groups[0]["lr"] == 0.1 * 0.1
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--scheduler", "step", "--step-size", "0"], "--step-size must be a whole number of epochs >= 1"),
+        (["--step-size", "10"], "--step-size shapes --scheduler step; --scheduler cosine does not use it"),
+        (["--scheduler", "exponential", "--step-size", "10"], "--scheduler exponential does not use it"),
+        (["--gamma", "0.5"], "--gamma shapes --scheduler exponential and step; --scheduler cosine does not use it"),
+        (["--scheduler", "step", "--gamma", "0"], "--gamma must be > 0"),
+        (["--scheduler", "step", "--min-lr", "1e-5"], "--min-lr shapes the cosine schedules"),
+    ],
+)
+def test_step_schedule_options_that_cannot_work_are_clear_errors(tmp_path, argv, message):
+    with pytest.raises(ValueError, match=message):
+        train.main([*argv, "--output-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_on_the_step_schedule_changes_the_rate_at_its_epoch_ends(tmp_path):
+    """A whole tiny run: with --step-size 1 --gamma 0.5 every epoch halves the rate; results.json's history records
+    the rate after each epoch's last step (the next epoch's)."""
+    results = train.main([*TINY, "--synthetic-images", "60", "--val-split", "none", "--epochs", "2",
+                          "--scheduler", "step", "--step-size", "1", "--gamma", "0.5", "--method", "baseline",
+                          "--output-dir", str(tmp_path / "run")])
+    rates = [row["lr"] for row in results["history"]]
+    assert rates == pytest.approx([0.003 * 0.5, 0.003 * 0.25], rel=1e-12)

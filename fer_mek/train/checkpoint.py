@@ -4,8 +4,10 @@ a kill.
 What it holds: accelerate's state (``model.safetensors``, ``optimizer.bin``, ``scheduler.bin`` when accelerate steps
 the schedule, ``random_states_<process>.pkl``, ``scaler.pt`` with fp16) and fer-mek's own, never pickled:
 ``trainer_state.json`` (:class:`~fer_mek.train.state.TrainerState`), ``schedule.json`` (a
-:class:`~fer_mek.train.schedule.StepSchedule`), ``ema.safetensors`` (the EMA weights) and ``train_config.yaml`` (a
-copy of the run's options, against which ``--resume`` checks the command line).
+:class:`~fer_mek.train.schedule.StepSchedule`), ``ema.safetensors`` (the EMA weights), ``train_config.yaml`` (a
+copy of the run's options, against which ``--resume`` checks the command line) and, with ``--method ldt``,
+``teacher.json`` (the teacher's source, revision, commit and weights digest: a resumed run refuses a teacher whose
+weights changed, since the rest of the run would distil another model).
 
 Nothing in a checkpoint is unpickled with code execution allowed: before anything is loaded every file is opened the
 way it will be read (JSON, YAML, safetensors headers, and torch's ``weights_only`` unpickler, which runs no code, for
@@ -29,12 +31,15 @@ import yaml
 from ..io import recover_directory, remove_partial_files, replace_directory, writing
 from ..runs import BEST, CHECKPOINT, CONFUSION_MATRIX, LAST, RESULTS, TRAIN_CONFIG, TRAINING_CURVES
 
-__all__ = ["CONFIG_COPY", "EMA_WEIGHTS", "SCHEDULE_STATE", "TRAINER_STATE", "CheckpointError", "check_checkpoint",
+__all__ = ["CONFIG_COPY", "EMA_WEIGHTS", "SCHEDULE_STATE", "TEACHER_IDENTITY", "TRAINER_STATE", "CheckpointError",
+           "check_checkpoint", "check_teacher_identity",
            "load_checkpoint", "read_checkpoint_config", "recover_run_folder", "save_checkpoint", "saved_options"]
 
 TRAINER_STATE = "trainer_state.json"
 SCHEDULE_STATE = "schedule.json"
 EMA_WEIGHTS = "ema.safetensors"
+#: ``--method ldt``: the teacher the run distils (model, revision, commit, digest).
+TEACHER_IDENTITY = "teacher.json"
 #: The run's options, as in ``RUN/train_config.yaml``; written with every checkpoint (complete with it).
 CONFIG_COPY = TRAIN_CONFIG
 _LEGACY = re.compile(r"^custom_checkpoint_(\d+)\.pkl$")
@@ -132,6 +137,8 @@ def save_checkpoint(trainer: Any) -> None:
                 (staging / CONFIG_COPY).write_text(yaml.safe_dump(saved_options(trainer.config), sort_keys=False))
                 if trainer.step_schedule:
                     (staging / SCHEDULE_STATE).write_text(json.dumps(trainer.scheduler.state_dict(), indent=1))
+                if getattr(trainer, "teacher", None) is not None:
+                    (staging / TEACHER_IDENTITY).write_text(json.dumps(_teacher_identity(trainer.teacher), indent=1))
                 if trainer.ema is not None:
                     save_file({k: v.detach().contiguous().cpu() for k, v in trainer.ema.state_dict().items()},
                               str(staging / EMA_WEIGHTS))
@@ -140,6 +147,33 @@ def save_checkpoint(trainer: Any) -> None:
         if main and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _teacher_identity(teacher: Any) -> dict[str, Any]:
+    return {"model": teacher.source, "revision": teacher.revision or None, "commit": teacher.commit,
+            "digest": teacher.digest}
+
+
+def check_teacher_identity(checkpoint: Path, teacher: Any) -> None:
+    """``--resume`` of an ldt run: the teacher must be the one the checkpoint was trained with (same weights digest,
+    same Hub commit).
+
+    Raises:
+        CheckpointError: the checkpoint records no teacher, or another one (both digests shown).
+    """
+    path = Path(checkpoint) / TEACHER_IDENTITY
+    if not path.is_file():
+        raise CheckpointError(f"--resume: {checkpoint} records no teacher ({TEACHER_IDENTITY}) although this run "
+                              "distils one (--method ldt); start the run again with --overwrite")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    current = _teacher_identity(teacher)
+    changed = [key for key in ("digest", "commit") if saved.get(key) != current[key]]
+    if changed:
+        details = ", ".join(f"{key} {saved.get(key)} -> {current[key]}" for key in changed)
+        raise CheckpointError(
+            f"--resume: the teacher {teacher.source} is not the one this run was trained with ({details}); a "
+            "resumed run must distil the same teacher: restore its weights (or give its --teacher-revision), or "
+            "start the run again with --overwrite")
 
 
 def _convert_legacy_states(checkpoint: Path, trainer: Any) -> bool:
@@ -176,6 +210,8 @@ def load_checkpoint(trainer: Any) -> None:
 
     checkpoint = trainer.run_dir / CHECKPOINT
     check_checkpoint(checkpoint)
+    if getattr(trainer, "teacher", None) is not None:
+        check_teacher_identity(checkpoint, trainer.teacher)
     if _convert_legacy_states(checkpoint, trainer):
         trainer.print(f"note: {checkpoint} was saved by an earlier fer-mek: its pickled EMA / schedule states were "
                       "read without running code and rewritten as safetensors / JSON")

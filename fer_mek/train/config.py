@@ -63,6 +63,8 @@ RESUMABLE_OPTIONS = {"resume", "overwrite", "epochs", "num_workers", "log_with",
 _SYNTHETIC_OPTIONS = {"synthetic_images", "synthetic_image_size"}
 #: Schedulers that ``--warmup-*``, ``--min-lr`` and ``--schedule-unit`` shape.
 COSINE_SCHEDULERS = ("cosine", "timm-cosine")
+#: Schedulers that ``--gamma`` shapes (``--step-size`` shapes ``step`` only).
+DECAY_SCHEDULERS = ("exponential", "step")
 
 
 def _defaults() -> dict[str, Any]:
@@ -130,7 +132,23 @@ def format_config(config: TrainConfig) -> str:
         elif line == "epochs: " + str(config.epochs) and config.train_steps:
             line += f"  # unused: --train-steps {config.train_steps} sets the length"
         lines.append(line)
+        if line.startswith("teacher: ") and config.teacher:
+            lines.extend(_teacher_comment(config.teacher))
     return "\n".join(lines) + "\n"
+
+
+def _teacher_comment(teacher: str) -> list[str]:
+    """``--print-config``: a comment under ``teacher:`` with the weights digest of a local teacher folder (a Hub
+    teacher's commit is resolved when the run starts)."""
+    path = Path(teacher).expanduser()
+    if not path.is_dir():
+        return []
+    from .teacher import weights_digest
+
+    try:
+        return [f"# teacher weights: {weights_digest(path)}"]
+    except (OSError, ValueError) as error:
+        return [f"# teacher weights: not readable ({error})"]
 
 
 def print_resolved_config(config: TrainConfig) -> None:
@@ -188,6 +206,7 @@ def validate_config(config: TrainConfig, check_paths: bool = True) -> None:
     _validate_model(config)
     _validate_augmentation(config)
     _validate_schedule(config)
+    _validate_distillation(config, check_paths)
     if check_paths:
         from ..finetune import check_init
 
@@ -325,6 +344,17 @@ def _validate_schedule(config: TrainConfig) -> None:
                              f"{config.scheduler} does not use it")
     if config.schedule_unit == "epoch" and config.warmup_steps:
         raise ValueError("--warmup-steps counts optimizer steps; with --schedule-unit epoch give --warmup-epochs")
+    # --gamma and --step-size shape the per-epoch decays (exponential: x gamma every epoch; step: torch StepLR, x gamma
+    # every step_size epochs); set to another value than the default with another scheduler they would do nothing.
+    if config.scheduler in DECAY_SCHEDULERS and not config.gamma > 0:
+        raise ValueError(f"--gamma must be > 0 (the learning rate is multiplied by it), got {config.gamma}")
+    if config.scheduler not in DECAY_SCHEDULERS and config.gamma != _defaults()["gamma"]:
+        raise ValueError(f"--gamma shapes --scheduler exponential and step; --scheduler {config.scheduler} does not "
+                         "use it")
+    if isinstance(config.step_size, bool) or not isinstance(config.step_size, int) or config.step_size < 1:
+        raise ValueError(f"--step-size must be a whole number of epochs >= 1, got {config.step_size!r}")
+    if config.scheduler != "step" and config.step_size != _defaults()["step_size"]:
+        raise ValueError(f"--step-size shapes --scheduler step; --scheduler {config.scheduler} does not use it")
     if config.lr is not None and config.scheduler in COSINE_SCHEDULERS and config.min_lr > config.lr:
         raise ValueError(f"--min-lr {config.min_lr} is above --lr {config.lr}")
     if config.scheduler == "plateau":
@@ -347,6 +377,12 @@ def _validate_schedule(config: TrainConfig) -> None:
         raise ValueError(f"--mixup-alpha must be 0 (off) or more, got {config.mixup_alpha}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.method == "ldt" and config.mixup_alpha:
+        raise ValueError(f"--mixup-alpha {config.mixup_alpha} does not combine with --method ldt: the teacher's "
+                         "distribution is computed on the unmixed image; drop --mixup-alpha")
+    if config.method == "ldt" and config.label_smoothing:
+        raise ValueError("--label-smoothing is the baseline's uniform smoothing; --method ldt smooths with the "
+                         "teacher's distribution (and, with --distill-weight below 1, MEK's --smoothing)")
     if config.label_smoothing and config.method != "baseline":
         raise ValueError("--label-smoothing is the baseline's uniform smoothing; MEK smooths with its re-balanced "
                          "targets (--smoothing)")
@@ -355,6 +391,46 @@ def _validate_schedule(config: TrainConfig) -> None:
     ):
         raise ValueError(f"--scheduler timm-cosine --schedule-unit epoch needs a whole number of --warmup-epochs, "
                          f"got {config.warmup_epochs}")
+
+
+#: The options of label-distribution training; every one but ``method`` needs ``--method ldt``.
+DISTILL_OPTIONS = ("teacher", "teacher_revision", "teacher_label_map", "distill_temperature", "distill_weight",
+                   "distill_reduction", "distill_attention")
+
+
+def _validate_distillation(config: TrainConfig, check_paths: bool = True) -> None:
+    """``--method ldt`` and its options (:data:`DISTILL_OPTIONS`)."""
+    if config.method != "ldt":
+        defaults = _defaults()
+        given = [name for name in DISTILL_OPTIONS if getattr(config, name) != defaults[name]]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags} appl{'ies' if len(given) == 1 else 'y'} to --method ldt (label-distribution "
+                             f"training), not --method {config.method}; add --method ldt or drop "
+                             f"{'it' if len(given) == 1 else 'them'}")
+        return
+    if not isinstance(config.teacher, str) or not config.teacher.strip():
+        raise ValueError("--method ldt needs --teacher: a fer-mek model folder (e.g. runs/NAME/best), a transformers "
+                         "image-classification folder or a Hub id")
+    temperature = config.distill_temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"--distill-temperature must be a finite number > 0, got {temperature!r}")
+    weight = config.distill_weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ValueError(f"--distill-weight (alpha) must be in [0, 1] (1: the teacher's distribution only), got "
+                         f"{weight!r}")
+    if config.distill_attention and not config.attention_weight > 0:
+        raise ValueError(f"--distill-attention adds MEK's attention consistency weighted by --attention-weight, which "
+                         f"is {config.attention_weight}; give --attention-weight > 0 (MEK: 0.1) or drop "
+                         "--distill-attention")
+    from .teacher import parse_label_map
+
+    parse_label_map(config.teacher_label_map)  # a malformed map fails here, not after the data is loaded
+    if check_paths:
+        from .teacher import check_teacher
+
+        check_teacher(config.teacher, config.teacher_revision)
 
 
 def _saved_run_options(run: Path) -> dict[str, Any]:

@@ -5,8 +5,8 @@ Two kinds of scheduler, chosen by :func:`uses_step_schedule`:
 - the default ones (``cosine`` with its default shape, ``constant``) are torch ``LambdaLR``
   schedules that accelerate prepares and steps (``num_processes`` scheduler steps per optimizer step, over the steps
   of the whole, unsharded train loader);
-- :class:`StepSchedule` (``timm-cosine``, ``exponential``, and ``cosine`` with a floor, a warm-up start, per-epoch
-  changes): the
+- :class:`StepSchedule` (``timm-cosine``, ``exponential``, ``step``, and ``cosine`` with a floor, a warm-up start,
+  per-epoch changes): the
   learning rate of every optimizer step is a pure function of the number of optimizer steps done, whatever the number
   of processes, and it counts the steps that fp16's GradScaler skips (as the official MEK loop does). The trainer
   steps it once per optimizer step and checkpoints it with the run (it is not handed to ``accelerator.prepare``).
@@ -20,6 +20,11 @@ warmup_t=warmup, warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False, war
 official loop calls ``step_update(global_step)`` after every optimizer step (``train_exp.py:257-258``): optimizer
 step 0 runs at the scheduler's initial value (``warmup_lr``, or the base lr without warm-up) and step ``k >= 1`` at
 ``lr(k - 1)``. With ``schedule_unit: epoch`` it is timm's per-epoch use instead: epoch ``e`` runs at ``lr(e)``.
+
+``step`` is torch's ``StepLR(step_size, gamma)`` stepped once per epoch: epoch ``e`` runs at
+``base_lr * gamma ** (e // step_size)``. It is EfficientFace's ``adjust_learning_rate`` (``main.py:296-300``:
+``lr = args.lr * (args.factor ** (epoch // args.af))``, set at the start of every epoch, ``main.py:127``; ``--factor``
+0.1 and ``--af`` 30 by default, ``main.py:32-33``).
 """
 
 from __future__ import annotations
@@ -64,10 +69,10 @@ def cosine_lr(base_lr: float, t: float, total: float, warmup: float = 0.0, warmu
 def uses_step_schedule(config: Any) -> bool:
     """Whether ``config``'s schedule is a :class:`StepSchedule` (else a ``LambdaLR`` that accelerate steps).
     The default ``cosine`` (per step, from 0 to 0) stays transformers' schedule, exactly as before these options."""
-    if config.scheduler in ("timm-cosine", "exponential", "plateau"):
-        # exponential: lr x gamma once per epoch, counted in optimizer steps including those fp16's GradScaler skips
-        # (accelerate would not step a prepared scheduler on a skipped step, moving every decay off the epoch
-        # boundary, unlike the source's ExponentialLR stepped once per epoch).
+    if config.scheduler in ("timm-cosine", "exponential", "step", "plateau"):
+        # exponential, step: lr x gamma once per epoch (every step_size epochs), counted in optimizer steps including
+        # those fp16's GradScaler skips (accelerate would not step a prepared scheduler on a skipped step, moving every
+        # decay off the epoch boundary, unlike the sources' ExponentialLR / adjust_learning_rate once per epoch).
         return True
     return config.scheduler == "cosine" and (config.schedule_unit == "epoch" or config.warmup_lr > 0 or config.min_lr > 0)
 
@@ -108,7 +113,8 @@ class StepSchedule(torch.optim.lr_scheduler.LRScheduler):
 
     Args:
         optimizer: The (unwrapped) optimizer; each parameter group's initial lr is its base lr.
-        kind: ``"timm-cosine"``, ``"cosine"`` or ``"exponential"`` (``base_lr * gamma ** epoch``).
+        kind: ``"timm-cosine"``, ``"cosine"``, ``"exponential"`` (``base_lr * gamma ** epoch``) or ``"step"``
+            (``base_lr * gamma ** (epoch // step_size)``, torch's ``StepLR`` stepped once per epoch).
         total: Length of the schedule, in optimizer steps (``per_epoch=False``) or epochs.
         warmup: Warm-up length in the same unit.
         warmup_lr: Learning rate the warm-up starts from.
@@ -116,24 +122,31 @@ class StepSchedule(torch.optim.lr_scheduler.LRScheduler):
         steps_per_epoch: Optimizer steps per epoch (of one process): the epoch of step ``k`` is
             ``k // steps_per_epoch``.
         per_epoch: Change the rate at epoch starts only.
-        gamma: Decay per epoch of ``"exponential"``.
+        gamma: Decay per epoch of ``"exponential"``, per ``step_size`` epochs of ``"step"``.
+        step_size: Epochs between two decays of ``"step"``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: float = 0, warmup_lr: float = 0.0,
-                 min_lr: float = 0.0, steps_per_epoch: int = 1, per_epoch: bool = False, gamma: float = 1.0):
-        if kind not in ("timm-cosine", "cosine", "exponential"):
-            raise ValueError(f"StepSchedule kind must be timm-cosine, cosine or exponential, got {kind!r}")
+                 min_lr: float = 0.0, steps_per_epoch: int = 1, per_epoch: bool = False, gamma: float = 1.0,
+                 step_size: int = 1):
+        if kind not in ("timm-cosine", "cosine", "exponential", "step"):
+            raise ValueError(f"StepSchedule kind must be timm-cosine, cosine, exponential or step, got {kind!r}")
         if total < 1 or steps_per_epoch < 1:
             raise ValueError(f"the schedule needs total >= 1 and steps_per_epoch >= 1, got {total}, {steps_per_epoch}")
+        if step_size < 1:
+            raise ValueError(f"the step schedule needs step_size >= 1 (epochs), got {step_size}")
         self.kind, self.total, self.warmup = kind, int(total), warmup
         self.warmup_lr, self.min_lr = float(warmup_lr), float(min_lr)
         self.steps_per_epoch, self.per_epoch, self.gamma = int(steps_per_epoch), bool(per_epoch), float(gamma)
+        self.step_size = int(step_size)
         super().__init__(optimizer)
 
     def lr_at(self, base_lr: float, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based) for a group whose base lr is ``base_lr``."""
         if self.kind == "exponential":  # ExponentialLR stepped once per epoch (MEK-CV)
             return base_lr * self.gamma ** (step // self.steps_per_epoch)
+        if self.kind == "step":  # StepLR(step_size, gamma) stepped once per epoch (EfficientFace main.py:297)
+            return base_lr * self.gamma ** (step // self.steps_per_epoch // self.step_size)
         if self.kind == "timm-cosine":
             if self.per_epoch:  # timm's per-epoch use: epoch e at lr(e)
                 return timm_cosine_lr(base_lr, step // self.steps_per_epoch, self.total, int(self.warmup),
@@ -178,7 +191,7 @@ def build_scheduler(config: Any, optimizer: torch.optim.Optimizer, steps_per_epo
             total = config.train_steps or num_epochs * steps_per_epoch
             warmup = config.warmup_steps or round(config.warmup_epochs * steps_per_epoch)
         return StepSchedule(optimizer, config.scheduler, total, warmup, config.warmup_lr, config.min_lr,
-                            steps_per_epoch, per_epoch, gamma=config.gamma)
+                            steps_per_epoch, per_epoch, gamma=config.gamma, step_size=config.step_size)
     if config.scheduler == "cosine":
         total = config.train_steps * num_processes if config.train_steps else num_epochs * steps_per_epoch
         warmup = (config.warmup_steps * num_processes if config.warmup_steps

@@ -41,6 +41,7 @@ from .config import (
     TrainConfig,
     augmentation_options,
 )
+from .distill import build_teacher, distill_formula, distilled_forward, teacher_record, uses_flips
 from .mixup import mixed_forward
 from .optim import create_optimizer
 from .sampling import EpochSampler, SeededAugmentation
@@ -93,6 +94,7 @@ class Trainer:
         self.interrupted = False
         self.stop_signal: int | None = None  # the signal that interrupted the run (SIGINT, SIGTERM)
         self.step_times: list[float] = []  # perf_counter() after each training step (benchmarks read it)
+        self.teacher = None  # --method ldt: the frozen teacher (fer_mek.train.teacher.Teacher), built by setup
 
     # -- logging helpers
     def print(self, *args: Any) -> None:
@@ -130,6 +132,8 @@ class Trainer:
 
         config = self.config
         baseline = config.method == "baseline"
+        # --method ldt: the attention term only with --distill-attention (its RSL enters with --distill-weight < 1).
+        attention = not baseline and (config.method != "ldt" or config.distill_attention)
         backbone_kwargs = dict(config.backbone_kwargs)
         if config.drop_path:
             backbone_kwargs["drop_path_rate"] = config.drop_path
@@ -145,7 +149,7 @@ class Trainer:
             id2label=dict(enumerate(self.label_names)),
             # Plain cross-entropy is RSL with no smoothing and no attention term.
             smoothing=0.0 if baseline else config.smoothing,
-            attention_weight=0.0 if baseline else config.attention_weight,
+            attention_weight=config.attention_weight if attention else 0.0,
             class_counts=self.class_counts["train"],
             balance_weight_rule=config.balance_weight_rule,
             **normalisation,
@@ -203,7 +207,7 @@ class Trainer:
         else:
             from ..data import collate_fn, make_transform
 
-            train_transform = make_transform(self.processor, train=True, with_flip=config.method == "mek",
+            train_transform = make_transform(self.processor, train=True, with_flip=uses_flips(config),
                                              **augmentation_options(config))
             train = SeededAugmentation(self.dataset["train"], train_transform, config.seed)
             if config.eval_crops != 1:  # the FER-2013 sources' Ncrop evaluation: crops' logits averaged
@@ -366,7 +370,7 @@ class Trainer:
         if "images" in batch:
             pixel_values = self.augment(batch["images"], batch["uniforms"])
             inputs: dict[str, Any] = {"pixel_values": pixel_values, "labels": batch["labels"]}
-            if self.config.method == "mek":
+            if uses_flips(self.config):
                 inputs["flipped_pixel_values"] = pixel_values.flip(-1)
         else:
             inputs = {key: batch[key] for key in ("pixel_values", "labels", "flipped_pixel_values") if key in batch}
@@ -403,7 +407,8 @@ class Trainer:
         inputs already on the device (``pixel_values``, ``labels``, optional ``flipped_pixel_values``)."""
         config, accelerator = self.config, self.accelerator
         with accelerator.accumulate(self.model):
-            outputs = mixed_forward(self, inputs) if self.mixes() else self.model(**inputs)
+            forward = distilled_forward if self.teacher is not None else mixed_forward if self.mixes() else None
+            outputs = forward(self, inputs) if forward is not None else self.model(**inputs)
             accelerator.backward(outputs.loss)
             if accelerator.sync_gradients and config.clip_grad_norm > 0:
                 accelerator.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
@@ -430,7 +435,8 @@ class Trainer:
         # skip_first_batches starts it at 0): set it on the loader that is iterated.
         loader.set_epoch(epoch)
         if not self.state.step_in_epoch or not self.state.epoch_loss_sums:  # a new epoch (or an older checkpoint)
-            self.state.epoch_loss_sums = {"loss": 0.0, "smooth_label_loss": 0.0, "attention_loss": 0.0}
+            self.state.epoch_loss_sums = {"loss": 0.0, "smooth_label_loss": 0.0, "attention_loss": 0.0,
+                                          **({"distill_loss": 0.0} if self.teacher is not None else {})}
             self.state.epoch_steps = 0
         sums = self.state.epoch_loss_sums
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", initial=self.state.step_in_epoch,
@@ -465,6 +471,7 @@ class Trainer:
         self.prepare_run_folder()
         self.load_data()
         self.build_model()
+        self.teacher = build_teacher(self)
         self.build_loaders()
         self.build_optimization()
 
@@ -605,7 +612,8 @@ class Trainer:
                 f"(init {describe_init(self.init_report)}), {c.image_size}px, {length}, "
                 f"lr {self.lr:.2e}, {self.accelerator.num_processes} process(es) on {self.accelerator.device} "
                 f"({torch.get_num_threads()} CPU threads each), "
-                f"mixed precision {self.mixed_precision} ({self.mixed_precision_reason})\ntrain classes: {counts}")
+                f"mixed precision {self.mixed_precision} ({self.mixed_precision_reason})\ntrain classes: {counts}"
+                + (f"\n{self.teacher.describe()}; loss {distill_formula(c)}" if self.teacher is not None else ""))
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
         """Evaluate the chosen checkpoint on validation and, once, on test; write results, plots and summary."""
@@ -647,6 +655,7 @@ class Trainer:
             "class_counts": self.class_counts,
             "balance_weights": best.config.get_balance_weights(),
             "init": self.init_report,
+            **({"teacher": teacher_record(self)} if self.teacher is not None else {}),
             "selection": selection,
             "validation": val,
             "test": test,
