@@ -3,8 +3,9 @@ entry point. Light: standard library only until the figures run (:func:`fer_mek.
 ``--version`` and usage errors answer without loading torch.
 
 The choices live here and :mod:`fer_mek.benchmark` imports them under the same names: the figure kinds, the data
-sources (:data:`DATA_SOURCES`, :data:`MIN_DATA_IMAGES`: :mod:`fer_mek.benchmark.data`) and the ablation's variants
-with their training switches (:data:`ABLATION_VARIANTS`, :func:`parse_seeds`: :mod:`fer_mek.benchmark.ablation`).
+sources (:data:`DATA_SOURCES`, :data:`MIN_DATA_IMAGES`: :mod:`fer_mek.benchmark.data`), the ablation's variants
+with their training switches (:data:`ABLATION_VARIANTS`, :func:`parse_seeds`: :mod:`fer_mek.benchmark.ablation`) and
+the distillation's student (:data:`DEFAULT_STUDENT`: :mod:`fer_mek.benchmark.distillation`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "ABLATION_VARIANTS",
     "DATA_SOURCES",
     "DEFAULT_KINDS",
+    "DEFAULT_STUDENT",
     "DESCRIPTION",
     "FIGURE_KINDS",
     "MIN_DATA_IMAGES",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 #: What ``--only`` chooses from, in the order the figures are reported.
-FIGURE_KINDS = ("limit", "loop", "reference", "inference", "data", "predict", "ablation")
+FIGURE_KINDS = ("limit", "loop", "reference", "inference", "data", "predict", "ablation", "distillation")
 #: What runs without ``--only``.
 DEFAULT_KINDS = ("limit", "loop", "reference", "inference")
 #: The kinds that need the RAF-DB tree and a trainer.
@@ -56,6 +58,9 @@ ABLATION_VARIANTS: dict[str, tuple[str, ...]] = {
     "mek+sampler": ("--method", "mek", "--balanced-sampler"),
 }
 
+#: The student backbone of ``--only distillation`` (EfficientFace, 1.28 M parameters: fer_mek/efficientface.py).
+DEFAULT_STUDENT = "efficientface"
+
 #: The command line's description (``--help``): every figure, what it times and how.
 DESCRIPTION = """Training, inference and data throughput of fer-mek, side by side in one run: a table on stdout and a JSON file.
 
@@ -65,6 +70,7 @@ DESCRIPTION = """Training, inference and data throughput of fer-mek, side by sid
     python scripts/benchmark.py --only data --image-size 112 --batch-size 32 --threads 1     # every data source
     python scripts/benchmark.py --only predict --threads 1 --predict-device cpu              # fer-mek predict
     python scripts/benchmark.py --only ablation --seeds 0,1,2                                # MEK's parts, 3 seeds
+    python scripts/benchmark.py --only distillation --teacher runs/synthetic-mek/best --seeds 0,1,2   # distillation
 
 ``--only`` picks the figure kinds (default: limit,loop,reference,inference). The training and inference figures use
 a synthetic face set written once to ``--work-dir`` as a RAF-DB tree of 100x100 JPEGs (the distributed layout,
@@ -111,6 +117,13 @@ ablation
     ``--extra-train-args`` (default: the default recipe on the synthetic set; on RAF-DB e.g.
     ``--extra-train-args "--recipe rafdb-resnet18-imagenet --data-root /data/RAF-DB/DATASET"``): mean ± std of test
     accuracy, mean-class accuracy and the recall of the two rarest classes (:mod:`fer_mek.benchmark.ablation`).
+distillation
+    Not a speed figure either: what a teacher's distributions buy a small student. Per ``--seeds`` seed, the
+    ``--student`` backbone (default efficientface) trained twice with the options of ``--extra-train-args``: on the
+    hard labels (the recipe's own method) and distilled from ``--teacher`` (``--method ldt --teacher PATH`` plus
+    ``--distill-train-args``): mean ± std of test accuracy, mean-class accuracy and the recall of the two rarest
+    classes, the student's parameters and its CPU latency per face (batch 1, median of ``--latency-runs`` calls after
+    ``--warmup``), beside the teacher's (:mod:`fer_mek.benchmark.distillation`).
 
 Ratios: loop/limit (how close the loop comes to the step alone), loop/reference (speed-up over the reference
 pattern), predictor/pipeline. Every figure is the median over ``--repeats`` repetitions after ``--warmup`` untimed
@@ -173,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--inference-images", type=positive_int, default=256, help="test JPEGs classified by the inference figures "
         "(default: %(default)s)")
     add("--extra-train-args", default="", help="further scripts/train.py options for the limit and the loop, and the "
-        "options common to every run of the ablation (a recipe, --data-root, ...), as one string, e.g. "
+        "options common to every run of the ablation and of the distillation (a recipe, --data-root, ...), as one string, e.g. "
         "\"--no-single-pass --data-pipeline per-sample\" (default: none)")
 
     data = parser.add_argument_group("data (--only data)")
@@ -190,13 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     ablation = parser.add_argument_group("ablation (--only ablation; fer_mek/benchmark/ablation.py)")
     add = ablation.add_argument
     add("--seeds", type=parse_seeds, default=parse_seeds("0,1,2"), metavar="0,1,2", help="training seeds of each "
-        "variant (default: 0,1,2)")
+        "variant, of the ablation and of the distillation (default: 0,1,2)")
     add("--variants", default=",".join(ABLATION_VARIANTS), help="comma list of the variants to train, from "
         f"{','.join(ABLATION_VARIANTS)} (default: all)")
-    add("--reuse-runs", action="store_true", help="reuse a variant's run folder under --work-dir when it holds a "
+    add("--reuse-runs", action="store_true", help="ablation and distillation: reuse a variant's run folder under --work-dir when it holds a "
         "finished run trained with exactly the same options (its train_config.yaml), instead of training it again: "
         "to finish an interrupted ablation, or to assemble one that ran as several commands in parallel (same "
         "fer-mek version only)")
+
+    distillation = parser.add_argument_group("distillation (--only distillation; fer_mek/benchmark/distillation.py; "
+                                             "also --seeds, --extra-train-args, --reuse-runs, --warmup, --threads)")
+    add = distillation.add_argument
+    add("--teacher", default=None, help="the teacher: a trained fer-mek model folder (e.g. runs/NAME/best), a "
+        "transformers image-classification folder or a Hub id (required by --only distillation)")
+    add("--student", default=DEFAULT_STUDENT, help="timm backbone of the student, trained on hard labels and "
+        "distilled (default: %(default)s)")
+    add("--distill-train-args", default="", help="further scripts/train.py options of the distilled runs only, as one "
+        "string, e.g. \"--distill-weight 0.9 --distill-temperature 2\" (default: none: --method ldt's defaults)")
+    add("--latency-runs", type=positive_int, default=25, help="timed calls of each model's CPU latency per face; the "
+        "median is reported (default: %(default)s)")
 
     predict = parser.add_argument_group("predict (--only predict)")
     add = predict.add_argument
@@ -207,12 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def join_extra_train_args(argv: Sequence[str]) -> list[str]:
-    """``--extra-train-args VALUE`` as ``--extra-train-args=VALUE``: argparse would take a value such as
-    ``--no-single-pass`` for an option of its own."""
+    """``--extra-train-args VALUE`` (and ``--distill-train-args VALUE``) as ``--extra-train-args=VALUE``: argparse
+    would take a value such as ``--no-single-pass`` for an option of its own."""
     out: list[str] = []
     items = iter(argv)
     for item in items:
-        if item == "--extra-train-args":
+        if item in ("--extra-train-args", "--distill-train-args"):
             value = next(items, None)
             out.append(item if value is None else f"{item}={value}")
         else:
@@ -245,6 +270,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     if args.reference_workers < 0 or args.data_workers < 0 or (args.workers is not None and args.workers < -1):
         parser.error("--workers must be -1 (automatic) or at least 0, --reference-workers and --data-workers at "
                      "least 0")
+    if "distillation" in args.only and not args.teacher:
+        parser.error("--only distillation needs --teacher: a trained fer-mek model folder (e.g. runs/NAME/best), a "
+                     "transformers image-classification folder or a Hub id")
     if args.data_images < MIN_DATA_IMAGES:
         parser.error(f"--data-images must be at least {MIN_DATA_IMAGES} (every class needs training images for the "
                      "stratified validation split)")

@@ -183,3 +183,70 @@ def test_the_ablation_reuses_finished_runs_with_the_same_options_only(tmp_path, 
     benchmark.main(changed)
     out = capsys.readouterr().out
     assert "reusing" not in out and "ablation: ce, seed 0 ->" in out
+
+
+# ------------------------------------------------------------------------------------------------------- distillation
+DISTILL_TRAIN = ("--synthetic-images 150 --synthetic-image-size 32 --image-size 32 --batch-size 16 --epochs 1 "
+                 "--num-workers 0 --log-with none --auto-augment ''")
+
+
+def tiny_teacher(folder):
+    """A fer-mek model folder (resnet18 at 32 px, RAF-DB's classes): what a trained teacher's folder holds."""
+    import torch
+
+    from fer_mek import MEKConfig, MEKForImageClassification, MEKImageProcessor
+    from fer_mek.labels import RAFDB_LABELS
+
+    config = MEKConfig(backbone=TINY_BACKBONE, image_size=TINY_IMAGE_SIZE, id2label=dict(enumerate(RAFDB_LABELS)))
+    torch.manual_seed(0)
+    MEKForImageClassification(config).save_pretrained(folder)
+    MEKImageProcessor.from_model_config(config).save_pretrained(folder)
+    return folder
+
+
+def test_the_distillation_trains_hard_and_distilled_students_per_seed(tmp_path, capsys):
+    teacher = tiny_teacher(tmp_path / "teacher")
+    results = benchmark.main(["--only", "distillation", "--teacher", str(teacher), "--seeds", "0,1",
+                              "--extra-train-args", DISTILL_TRAIN, "--distill-train-args", "--distill-weight 0.5",
+                              "--warmup", "1", "--latency-runs", "3", "--work-dir", str(tmp_path / "work")])
+    distillation = results["distillation"]
+    assert [(run["variant"], run["seed"]) for run in distillation["runs"]] == [
+        ("hard", 0), ("distilled", 0), ("hard", 1), ("distilled", 1)]
+    folder = tmp_path / "work" / "distillation"
+    hard, distilled = ((folder / f"{v}-seed1" / "train_config.yaml").read_text() for v in ("hard", "distilled"))
+    assert "backbone: efficientface" in hard and "method: mek" in hard and "seed: 1" in hard  # the recipe's method
+    assert "backbone: efficientface" in distilled and "method: ldt" in distilled and "distill_weight: 0.5" in distilled
+    assert f"teacher: {teacher}" in distilled
+    # the same student either way; its parameters and a positive CPU latency per face
+    summary = distillation["summary"]
+    assert list(summary) == ["hard", "distilled"]
+    assert summary["hard"]["parameters"] == summary["distilled"]["parameters"]
+    assert 1.0e6 < summary["hard"]["parameters"] < 1.4e6  # EfficientFace with a 7-class head: ~1.28 M
+    for run in distillation["runs"]:
+        assert run["latency"]["ms"] > 0 and len(run["latency"]["runs_ms"]) == 3
+        assert run["latency"]["image_size"] == [32, 32]
+    accuracies = [run["accuracy"] for run in distillation["runs"] if run["variant"] == "distilled"]
+    assert summary["distilled"]["accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+    assert summary["distilled"]["accuracy"]["std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / math.sqrt(2))
+    run = json.loads((folder / "distilled-seed0" / "results.json").read_text())
+    assert distillation["runs"][1]["mean_class_accuracy"] == run["test"]["mean_class_accuracy"]
+    # the teacher: as the runs recorded it, with its own size and latency
+    assert distillation["teacher"]["digest"] == run["teacher"]["digest"] and distillation["teacher"]["weight"] == 0.5
+    assert distillation["teacher"]["parameters"] > 1e7 and distillation["teacher"]["latency"]["ms"] > 0
+    out = capsys.readouterr().out
+    rare = " | ".join(f"recall {name}" for name in summary["hard"]["rare_classes"])
+    assert f"| student | test accuracy | test mean-class accuracy | {rare} | parameters | CPU ms / face | train min |" in out
+    assert "| distilled (ldt) |" in out and "| hard (mek) |" in out
+    assert json.loads((tmp_path / "work" / "benchmark.json").read_text())["distillation"]["summary"] == json.loads(
+        json.dumps(summary))
+
+
+def test_the_distillation_needs_a_teacher_and_refuses_options_it_chooses_per_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--only", "distillation"])
+    assert "--only distillation needs --teacher" in capsys.readouterr().err
+    for option in ("--backbone resnet18", "--method baseline", "--teacher x"):
+        with pytest.raises(ValueError, match="chooses per run"):
+            benchmark.main(["--only", "distillation", "--teacher", str(tmp_path), "--extra-train-args", option,
+                            "--work-dir", str(tmp_path)])
+    assert not (tmp_path / "distillation").exists()

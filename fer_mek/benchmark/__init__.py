@@ -3,8 +3,9 @@
     python scripts/benchmark.py                                   # RAF-DB-sized data, resnet18 at 224 px, batch 64
     python scripts/benchmark.py --only data --image-size 112 --batch-size 32 --threads 1     # every data source
     python scripts/benchmark.py --only ablation --seeds 0,1,2                                # MEK's parts, 3 seeds
+    python scripts/benchmark.py --only distillation --teacher runs/synthetic-mek/best          # distilled vs hard
 
-The figures (limit, loop, reference, inference, data, predict, ablation), what each times and how, are described in
+The figures (limit, loop, reference, inference, data, predict, ablation, distillation), what each times and how, are described in
 ``scripts/benchmark.py --help``: :data:`fer_mek_cli.benchmark.DESCRIPTION`, beside the parser
 (:func:`fer_mek_cli.benchmark.build_parser`) and the names its options choose from, which this package imports from
 there. From Python: :func:`main` (the results as a dict) or :func:`cli_main` (the exit status).
@@ -35,6 +36,7 @@ from fer_mek_cli.benchmark import (  # the command line's one place: light, so -
 
 from .ablation import measure_ablation
 from .data import measure_data
+from .distillation import format_distillation, measure_distillation
 from .fixtures import MIN_PER_CLASS, fixture_counts, prepare_data
 from .inference import measure_inference, measure_predict
 from .report import format_report, ratios_of, write_json
@@ -137,10 +139,15 @@ def main(argv: Sequence[str] | None = None, source_dir: str | os.PathLike | None
             release()
         if "ablation" in args.only:
             results["ablation"] = measure_ablation(args, work_dir)
+        if "distillation" in args.only:
+            results["distillation"] = measure_distillation(args, work_dir)
         results["figures"] = figures
         results["ratios"] = ratios_of(figures)
     write_json(results, json_path)
-    print(format_report(results), flush=True)
+    report = format_report(results)
+    if "distillation" in results:  # after the report's own tables (fer_mek/benchmark/report.py knows the others)
+        report = "\n".join([report, *format_distillation(results["distillation"])])
+    print(report, flush=True)
     return results
 
 
