@@ -127,3 +127,18 @@ def test_the_card_names_the_initialisation_and_links_only_hub_ids(rafdb_run, ini
     assert text in card.text.replace("\n", " ")
     assert card.data.base_model == base_model
     assert "huggingface.co//" not in card.text
+
+
+@pytest.mark.parametrize(("scheduler", "extra", "text"), [
+    ("step", {"gamma": 0.1, "step_size": 30}, "| schedule | step, × 0.1 every 30 epochs |"),
+    ("exponential", {"gamma": 0.9}, "| schedule | exponential, × 0.9 per epoch |"),
+])
+def test_the_card_describes_the_schedule(rafdb_run, scheduler, extra, text):
+    """Every --scheduler choice has its words in the card's training table (the step schedule: EfficientFace's)."""
+    from fer_mek.train import CHOICES
+
+    assert scheduler in CHOICES["scheduler"]
+    run = load_run(rafdb_run)
+    run.results["config"] = {**run.results["config"], "scheduler": scheduler, **extra}
+    card = build_card(run, REPO_ID)
+    assert text in str(card), [line for line in str(card).splitlines() if "schedule" in line]
