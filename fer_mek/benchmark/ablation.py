@@ -168,9 +168,9 @@ def summarize_ablation(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def _cell(figure: dict[str, float | None]) -> str:
+def _cell(figure: dict[str, float | None], digits: int = 4) -> str:
     std = figure["std"]
-    return f"{figure['mean']:.4f}" + (f" ± {std:.4f}" if std is not None and math.isfinite(std) else "")
+    return f"{figure['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and math.isfinite(std) else "")
 
 
 def format_ablation(ablation: dict[str, Any]) -> list[str]:

@@ -24,13 +24,13 @@ stay in ``--work-dir``/distillation/ (replaced on every run of the benchmark unl
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import statistics
 from pathlib import Path
 from typing import Any
 
-from .ablation import RARE_CLASSES, _finished_run
+from .ablation import _cell, _finished_run, _mean_std
+from .ablation import _run_figures as ablation_run_figures
 from .timing import measure
 
 __all__ = ["DISTILLATION_VARIANTS", "cpu_latency", "format_distillation", "measure_distillation",
@@ -144,21 +144,8 @@ def _teacher_figures(runs: list[dict[str, Any]], work_dir: Path, warmup: int, la
 
 
 def _run_figures(variant: str, seed: int, results: dict[str, Any]) -> dict[str, Any]:
-    """What the benchmark keeps of one run's ``results.json``."""
-    counts = results["class_counts"]["train"]
-    rarest = sorted(range(len(counts)), key=lambda index: (counts[index], index))[:RARE_CLASSES]
-    test = results["test"]
-    return {
-        "variant": variant, "seed": seed, "run": results.get("run"), "method": results.get("method"),
-        "accuracy": test["accuracy"], "mean_class_accuracy": test["mean_class_accuracy"],
-        "rare_classes": [results["label_names"][index] for index in rarest],
-        "rare_recall": [test["per_class_recall"][index] for index in rarest],
-        "train_seconds": results.get("train_seconds"),
-    }
-
-
-def _mean_std(values: list[float]) -> dict[str, float | None]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+    """What the benchmark keeps of one run's ``results.json``: the ablation's figures and the run's method."""
+    return {**ablation_run_figures(variant, seed, results), "method": results.get("method")}
 
 
 def summarize_distillation(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -182,11 +169,6 @@ def summarize_distillation(runs: list[dict[str, Any]]) -> dict[str, dict[str, An
             if all(run["train_seconds"] is not None for run in mine) else None,
         }
     return summary
-
-
-def _cell(figure: dict[str, float | None], digits: int = 4) -> str:
-    std = figure["std"]
-    return f"{figure['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and math.isfinite(std) else "")
 
 
 def format_distillation(distillation: dict[str, Any]) -> list[str]:

@@ -131,13 +131,9 @@ def weights_digest(folder: str | os.PathLike) -> str:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
     if not files:
         raise ValueError(f"--teacher {folder}: no weight file ({', '.join(_WEIGHT_SUFFIXES)}) in the folder")
-    digests = []
-    for path in files:
-        sha = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(chunk)
-        digests.append((path.name, sha.hexdigest()))
+    from ..published import file_sha256
+
+    digests = [(path.name, file_sha256(path)) for path in files]
     if len(digests) == 1:
         return f"sha256:{digests[0][1]}"
     return "sha256:" + hashlib.sha256("".join(f"{n} {d}\n" for n, d in digests).encode()).hexdigest()
